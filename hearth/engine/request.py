@@ -1,0 +1,82 @@
+"""A generation request as the engine sees it, and what it sends back."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import queue
+from dataclasses import dataclass, field
+
+from hearth.engine.sampling import SamplingParams
+
+
+class RequestStatus(enum.IntEnum):
+    """Ordered so that ``status > PREEMPTED`` means finished."""
+
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+    FINISHED_STOPPED = 3
+    FINISHED_LENGTH = 4
+    FINISHED_ABORTED = 5
+    FINISHED_ERROR = 6
+
+    @property
+    def finished(self) -> bool:
+        return self > RequestStatus.PREEMPTED
+
+    @property
+    def finish_reason(self) -> str | None:
+        return _FINISH_REASONS.get(self)
+
+
+_FINISH_REASONS = {
+    RequestStatus.FINISHED_STOPPED: "stop",
+    RequestStatus.FINISHED_LENGTH: "length",
+    RequestStatus.FINISHED_ABORTED: "abort",
+    RequestStatus.FINISHED_ERROR: "error",
+}
+
+_request_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """One chunk of a request's answer: new text and tokens since the previous chunk."""
+
+    request_id: int
+    text: str
+    token_ids: tuple[int, ...]
+    finished: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class Request:
+    prompt_tokens: list[int]
+    params: SamplingParams
+    request_id: int = field(default_factory=lambda: next(_request_ids))
+    status: RequestStatus = RequestStatus.WAITING
+    seq_id: int | None = None
+    num_computed_tokens: int = 0
+    output_tokens: list[int] = field(default_factory=list)
+    outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)
+
+    @property
+    def all_tokens(self) -> list[int]:
+        return self.prompt_tokens + self.output_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_tokens) + len(self.output_tokens)
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.finished

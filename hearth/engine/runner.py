@@ -1,0 +1,253 @@
+"""The only module that talks to llama.cpp (through llama-cpp-python's low-level C API).
+
+A :class:`LlamaRunner` owns one model and one context. ``execute`` turns a
+:class:`SchedulerOutput` into one ``llama_decode`` over a ``llama_batch`` holding every scheduled
+token, with one ``seq_id`` per request, then samples each request that needs a token with its own
+llama.cpp sampler chain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from hearth.engine.request import Request
+from hearth.engine.sampling import SamplingParams
+from hearth.engine.scheduler import SchedulerOutput
+from hearth.errors import ContextOverflowError, EngineError, ModelLoadError
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+_log_callback: object = None  # kept alive: llama.cpp holds a raw pointer to it
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    n_ctx_per_seq: int  # capped by the model's training context
+    n_seq_max: int
+    n_batch: int
+    n_threads: int
+    llama_log: bool = False
+
+
+def _init_backend(llama_log: bool) -> None:
+    global _backend_ready, _log_callback
+    with _backend_lock:
+        if _backend_ready:
+            return
+        if not llama_log:
+            _log_callback = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+class LlamaTokenizer:
+    """Text ↔ tokens with a model's vocabulary. Read-only, so safe from any thread."""
+
+    def __init__(self, vocab: llama_cpp.llama_vocab_p) -> None:
+        self._vocab = vocab
+        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.bos: int = llama_cpp.llama_vocab_bos(vocab)
+        self.eos: int = llama_cpp.llama_vocab_eos(vocab)
+        self.adds_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        self._pieces: dict[int, bytes] = {}
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buffer = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(
+            self._vocab, data, len(data), buffer, capacity, add_special, parse_special
+        )
+        if count < 0:  # llama.cpp says how many it needs
+            capacity = -count
+            buffer = (llama_cpp.llama_token * capacity)()
+            count = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buffer, capacity, add_special, parse_special
+            )
+        return list(buffer[:count])
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens render as nothing)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._piece(token)
+            self._pieces[token] = piece
+        return piece
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def token_text(self, token: int) -> str:
+        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def _piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, 64, 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, -n, 0, False)
+        return buffer.raw[:n]
+
+
+class LlamaRunner:
+    def __init__(self, model_path: Path, config: RunnerConfig) -> None:
+        _init_backend(config.llama_log)
+        self.config = config
+        self._model = _load_model(model_path)
+        self.n_ctx_train: int = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.n_ctx_per_seq = min(config.n_ctx_per_seq, self.n_ctx_train or config.n_ctx_per_seq)
+        self._ctx = _new_context(self._model, config, self.n_ctx_per_seq * config.n_seq_max)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self.tokenizer = LlamaTokenizer(llama_cpp.llama_model_get_vocab(self._model))
+        self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
+        self._samplers: dict[int, llama_cpp.llama_sampler_p] = {}
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8") if raw else None
+
+    def metadata(self, key: str) -> str | None:
+        buffer = ctypes.create_string_buffer(4096)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buffer, 4096)
+        return buffer.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    # -- one engine step ------------------------------------------------------------------------
+
+    def execute(self, output: SchedulerOutput) -> dict[int, int]:
+        """Compute the scheduled tokens in one decode; return request_id → sampled token."""
+        for request in output.finished:
+            self.release(request)
+        if not output.chunks:
+            return {}
+        to_sample = self._fill_batch(output)
+        status = llama_cpp.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            raise EngineError(f"llama_decode failed with status {status}")
+        return {
+            request.request_id: llama_cpp.llama_sampler_sample(
+                self._sampler(request), self._ctx, index
+            )
+            for request, index in to_sample
+        }
+
+    def release(self, request: Request) -> None:
+        """Free the request's KV cells and sampler."""
+        if request.seq_id is not None:
+            llama_cpp.llama_memory_seq_rm(self._memory, request.seq_id, -1, -1)
+        sampler = self._samplers.pop(request.request_id, None)
+        if sampler is not None:
+            llama_cpp.llama_sampler_free(sampler)
+
+    def close(self) -> None:
+        for sampler in self._samplers.values():
+            llama_cpp.llama_sampler_free(sampler)
+        self._samplers.clear()
+        if self._ctx is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            llama_cpp.llama_model_free(self._model)
+            self._ctx = None
+
+    def _fill_batch(self, output: SchedulerOutput) -> list[tuple[Request, int]]:
+        batch = self._batch
+        n = 0
+        to_sample = []
+        for chunk in output.chunks:
+            seq_id = chunk.request.seq_id
+            if seq_id is None:
+                raise EngineError(f"request {chunk.request.request_id} has no sequence")
+            last = len(chunk.tokens) - 1
+            for i, token in enumerate(chunk.tokens):
+                batch.token[n] = token
+                batch.pos[n] = chunk.start_pos + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq_id
+                batch.logits[n] = chunk.sample and i == last
+                n += 1
+            if chunk.sample:
+                to_sample.append((chunk.request, n - 1))
+        if n > self.config.n_batch:
+            raise ContextOverflowError(f"step of {n} tokens exceeds batch size {self.config.n_batch}")
+        batch.n_tokens = n
+        return to_sample
+
+    def _sampler(self, request: Request) -> llama_cpp.llama_sampler_p:
+        sampler = self._samplers.get(request.request_id)
+        if sampler is None:
+            sampler = build_sampler_chain(
+                request.params, self.tokenizer.n_vocab, self.n_ctx_per_seq
+            )
+            self._samplers[request.request_id] = sampler
+        return sampler
+
+
+def build_sampler_chain(
+    params: SamplingParams, n_vocab: int, n_ctx: int
+) -> llama_cpp.llama_sampler_p:
+    """One chain per request, in llama.cpp's usual order: penalties → truncation → temperature → draw."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+    def add(sampler: llama_cpp.llama_sampler_p) -> None:
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+    if params.uses_penalties:
+        # -1 means "the whole context", as in Ollama's repeat_last_n.
+        last_n = params.repeat_last_n if params.repeat_last_n >= 0 else n_ctx
+        add(llama_cpp.llama_sampler_init_penalties(
+            n_vocab, last_n, params.repeat_penalty,
+            params.frequency_penalty, params.presence_penalty,
+        ))
+    if params.greedy:
+        add(llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if params.top_k > 0:
+        add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+    if params.typical_p < 1.0:
+        add(llama_cpp.llama_sampler_init_typical(params.typical_p, 1))
+    if params.top_p < 1.0:
+        add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+    if params.min_p > 0.0:
+        add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+    add(llama_cpp.llama_sampler_init_temp(params.temperature))
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
+    add(llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+def _load_model(path: Path) -> llama_cpp.llama_model_p:
+    params = llama_cpp.llama_model_default_params()
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelLoadError(f"llama.cpp could not load {path}")
+    return model
+
+
+def _new_context(
+    model: llama_cpp.llama_model_p, config: RunnerConfig, n_ctx: int
+) -> llama_cpp.llama_context_p:
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = config.n_batch
+    params.n_ubatch = config.n_batch
+    params.n_seq_max = config.n_seq_max
+    params.n_threads = config.n_threads
+    params.n_threads_batch = config.n_threads
+    params.kv_unified = True  # every sequence draws from one pool of cells
+    params.no_perf = True
+    ctx = llama_cpp.llama_init_from_model(model, params)
+    if not ctx:
+        llama_cpp.llama_model_free(model)
+        raise ModelLoadError("llama.cpp could not create a context for the model")
+    return ctx

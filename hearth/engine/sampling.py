@@ -1,0 +1,131 @@
+"""Sampling parameters of one request: validated once, on creation, then immutable.
+
+An invalid value raises :class:`hearth.errors.ValidationError` naming the parameter, which the
+server turns into a 400 and the CLI into one line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from hearth.errors import ValidationError
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256
+MAX_SEED = 2**32 - 2  # 2**32 - 1 is llama.cpp's "pick a random seed" sentinel
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_range("temperature", self.temperature, 0.0, 100.0)
+        _check_int("top_k", self.top_k, 0, 1_000_000)
+        _check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        _check_range("min_p", self.min_p, 0.0, 1.0)
+        _check_range("typical_p", self.typical_p, 0.0, 1.0, low_open=True)
+        _check_range("repeat_penalty", self.repeat_penalty, 0.0, 10.0, low_open=True)
+        _check_int("repeat_last_n", self.repeat_last_n, -1, 1_000_000)
+        _check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        _check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, MAX_SEED)
+        if self.max_tokens is not None:
+            _check_int("max_tokens", self.max_tokens, 1, 10_000_000)
+        _check_stop(self.stop)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def uses_penalties(self) -> bool:
+        return (
+            self.repeat_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
+
+    def updated(self, **changes: Any) -> SamplingParams:
+        """A copy with ``changes`` applied (validated like a new instance)."""
+        unknown = set(changes) - PARAMETER_NAMES
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ValidationError(name, changes[name], "unknown sampling parameter")
+        return replace(self, **changes)
+
+    def updated_from_text(self, name: str, raw: str) -> SamplingParams:
+        """Apply one ``name value`` pair typed by a user (``/set parameter top_k 20``)."""
+        if name not in PARAMETER_NAMES:
+            raise ValidationError(name, raw, f"unknown parameter; known: {_known_names()}")
+        if name == "stop":
+            return self.updated(stop=(*self.stop, raw))
+        return self.updated(**{name: _parse_scalar(name, raw)})
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> SamplingParams:
+        return cls().updated(**dict(options))
+
+
+PARAMETER_NAMES = frozenset(f.name for f in fields(SamplingParams))
+
+
+def _known_names() -> str:
+    return ", ".join(sorted(PARAMETER_NAMES))
+
+
+def _parse_scalar(name: str, raw: str) -> float | int | None:
+    if name in ("seed", "max_tokens") and raw.lower() in ("none", "null", "-1"):
+        return None
+    try:
+        if name in _INT_FIELDS:
+            return int(raw)
+        return float(raw)
+    except ValueError:
+        expected = "an integer" if name in _INT_FIELDS else "a number"
+        raise ValidationError(name, raw, f"must be {expected}") from None
+
+
+_INT_FIELDS = frozenset({"top_k", "repeat_last_n", "seed", "max_tokens"})
+
+
+def _check_range(
+    name: str, value: object, low: float, high: float, *, low_open: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(name, value, "must be a number")
+    if math.isnan(value) or value > high or value < low or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise ValidationError(name, value, f"must be in {bracket}{low}, {high}]")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(name, value, "must be an integer")
+    if not low <= value <= high:
+        raise ValidationError(name, value, f"must be between {low} and {high}")
+
+
+def _check_stop(stop: object) -> None:
+    if not isinstance(stop, tuple) or not all(isinstance(s, str) for s in stop):
+        raise ValidationError("stop", stop, "must be a tuple of strings")
+    if len(stop) > MAX_STOP_STRINGS:
+        raise ValidationError("stop", stop, f"at most {MAX_STOP_STRINGS} stop strings")
+    for s in stop:
+        if not s or len(s) > MAX_STOP_LENGTH:
+            raise ValidationError("stop", s, f"must be 1 to {MAX_STOP_LENGTH} characters")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
+import gguf.quants
 import numpy as np
 
 BYTE_TOKEN_OFFSET = 3  # <unk>, <s>, </s> come first, then <0x00>..<0xFF>
@@ -28,6 +29,7 @@ class TinyModelSpec:
     name: str = "tiny-llama"
     license: str | None = "apache-2.0"
     chat_template: str | None = None
+    quantized: bool = False  # Q8_0 matrices: exercises llama.cpp's quantized kernels
 
 
 def byte_vocabulary() -> tuple[list[str], list[int]]:
@@ -46,7 +48,11 @@ def write_tiny_gguf(path: Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
     writer = gguf.GGUFWriter(str(path), "llama")
     _add_metadata(writer, spec, tokens, types)
     for name, tensor in _weights(spec, len(tokens)).items():
-        writer.add_tensor(name, tensor)
+        if spec.quantized and tensor.ndim == 2:
+            q8 = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(name, gguf.quants.quantize(tensor, q8), raw_dtype=q8)
+        else:
+            writer.add_tensor(name, tensor)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -68,7 +74,8 @@ def _add_metadata(
     writer.add_head_count_kv(spec.n_kv_heads)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(spec.n_embd // spec.n_heads)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if spec.quantized else gguf.LlamaFileType.ALL_F32
+    writer.add_file_type(file_type)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores([0.0] * len(tokens))

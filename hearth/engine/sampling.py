@@ -79,7 +79,14 @@ class SamplingParams:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> SamplingParams:
-        return cls().updated(**dict(options))
+        """From API-style options; a single stop string or a list becomes a tuple."""
+        changes = dict(options)
+        stop = changes.get("stop")
+        if isinstance(stop, str):
+            changes["stop"] = (stop,)
+        elif isinstance(stop, list):
+            changes["stop"] = tuple(stop)
+        return cls().updated(**changes)
 
 
 PARAMETER_NAMES = frozenset(f.name for f in fields(SamplingParams))

@@ -91,7 +91,9 @@ class BlobStore:
         self, path: Path, *, expected: str | None = None, progress: Progress | None = None
     ) -> Blob:
         total = path.stat().st_size
-        return self.write_stream(read_chunks(path), expected=expected, total=total, progress=progress)
+        return self.write_stream(
+            read_chunks(path), expected=expected, total=total, progress=progress
+        )
 
     def write_stream(
         self,
@@ -157,4 +159,3 @@ def _check(blob: Blob, expected: str | None, total: int | None) -> None:
         raise DigestMismatchError(f"content hashes to {blob.digest}, expected {expected}")
     if total is not None and blob.size != total:
         raise StoreError(f"received {blob.size} bytes, expected {total}")
-

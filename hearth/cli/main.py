@@ -1,0 +1,47 @@
+"""The `hearth` command. Each command group lives in a module of its own; this file wires them."""
+
+from __future__ import annotations
+
+import typer
+
+from hearth import __version__
+from hearth.cli import run as run_cmd
+from hearth.cli.console import cli_errors, out
+from hearth.config import ENVIRONMENT, get_settings
+from hearth.log import configure_logging
+
+app = typer.Typer(
+    name="hearth",
+    help="Hearth: run, serve, fine-tune and govern open-weight models on your own machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+@cli_errors
+def _setup() -> None:
+    configure_logging(get_settings())
+
+
+app.command("run")(cli_errors(run_cmd.run))
+
+# store commands registered here
+
+
+@app.command("env")
+def env() -> None:
+    """List the environment variables Hearth reads, with their defaults."""
+    for var in ENVIRONMENT:
+        out.print(f"[bold]{var.name}[/] (default {var.default!r})\n    {var.help}")
+
+
+@app.command("version")
+def version() -> None:
+    """Print Hearth's version."""
+    out.print(f"hearth {__version__}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Where models come from: Python packages now; Hugging Face, OCI registries and local folders later."""

@@ -98,7 +98,6 @@ def _choice(get: _Getter, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-
 def get_settings() -> Settings:
     """Settings from the process environment (read each call, so tests can monkeypatch)."""
     return Settings.from_env()

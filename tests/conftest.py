@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny GGUF models built in milliseconds, an isolated HEARTH_HOME, the real Gemma."""
+"""Shared fixtures: tiny GGUF models built in milliseconds, an isolated HEARTH_HOME, Gemma."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -46,7 +47,11 @@ ProgressCallback = Callable[[int, int | None], None]
 
 @contextmanager
 def byte_progress(description: str) -> Iterator[ProgressCallback]:
-    """A rich progress bar on stderr fed by ``callback(done_bytes, total_bytes)``."""
+    """A rich progress bar on stderr fed by ``callback(done_bytes, total_bytes)``.
+
+    The bar appears on the first callback only, so work that turns out to need no transfer
+    (the model is already in the store) prints nothing.
+    """
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -54,10 +59,17 @@ def byte_progress(description: str) -> Iterator[ProgressCallback]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task(description, total=None)
+    progress = Progress(*columns, console=err, transient=False)
+    task: list[TaskID] = []
 
-        def update(done: int, total: int | None) -> None:
-            progress.update(task, completed=done, total=total)
+    def update(done: int, total: int | None) -> None:
+        if not task:
+            progress.start()
+            task.append(progress.add_task(description, total=total))
+        progress.update(task[0], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if task:
+            progress.stop()

@@ -27,14 +27,20 @@ EXIT_INTERRUPTED = 130
 
 def run(
     model: Annotated[str, typer.Argument(help="Model name, e.g. gemma3:270m")],
-    prompt: Annotated[str | None, typer.Argument(help="Prompt; omit for an interactive chat")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy)")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="Prompt; omit for an interactive chat")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (0 = greedy)")
+    ] = None,
     top_k: Annotated[int | None, typer.Option(help="Top-k truncation (0 = off)")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling threshold")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for reproducible sampling")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Stop after this many new tokens")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable)")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Print timings after the answer")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Print timings after the answer")
+    ] = False,
 ) -> None:
     """Run a model: answer a prompt, or chat interactively."""
     params = _params(temperature, top_k, top_p, seed, max_tokens, stop)
@@ -79,7 +85,7 @@ def _params(
 
 
 def _with_stdin(prompt: str | None) -> str | None:
-    """Piped input is the prompt (or comes before it, like `cat file | hearth run m "summarise"`)."""
+    """Piped input is the prompt, or comes before it (`cat f | hearth run m "summarise"`)."""
     if sys.stdin is None or sys.stdin.isatty():
         return prompt
     piped = sys.stdin.read()
@@ -91,8 +97,10 @@ def _with_stdin(prompt: str | None) -> str | None:
 def _answer(llm: LLM, session: ChatSession, text: str, started: float, verbose: bool) -> int:
     """Stream one answer to stdout. Returns the exit status (130 when interrupted)."""
     turn = session.user_turn(text)
-    generation = llm.complete(turn, session.params) if isinstance(turn, str) else llm.chat(
-        turn, session.params
+    generation = (
+        llm.complete(turn, session.params)
+        if isinstance(turn, str)
+        else llm.chat(turn, session.params)
     )
     pieces: list[str] = []
     first_token_at: float | None = None

@@ -30,7 +30,8 @@ def smoke_model(workdir: Path) -> Path:
 
 def decode_one_token(model: Path) -> int:
     runner = LlamaRunner(
-        model, RunnerConfig(n_ctx_per_seq=64, n_seq_max=1, n_batch=64, n_threads=2),
+        model,
+        RunnerConfig(n_ctx_per_seq=64, n_seq_max=1, n_batch=64, n_threads=2),
     )
     try:
         scheduler = Scheduler(SchedulerConfig(max_seqs=1, token_budget=64, max_context=64))

@@ -210,7 +210,7 @@ class EngineThread:
                 continue
             try:
                 self.engine.step()
-            except Exception as error:  # noqa: BLE001 - delivered to every waiting caller
+            except Exception as error:
                 self.engine.fail_all(error)
         self._drain_inbox()
         self.engine.fail_all(RuntimeError("engine closed"))

@@ -12,6 +12,7 @@ import ctypes
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import llama_cpp
 
@@ -57,7 +58,9 @@ class LlamaTokenizer:
         self.adds_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self._pieces: dict[int, bytes] = {}
 
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
         data = text.encode("utf-8")
         capacity = len(data) + 8
         buffer = (llama_cpp.llama_token * capacity)()
@@ -106,6 +109,7 @@ class LlamaRunner:
         self._model = _load_model(model_path)
         self.n_ctx_train: int = llama_cpp.llama_model_n_ctx_train(self._model)
         self.n_ctx_per_seq = min(config.n_ctx_per_seq, self.n_ctx_train or config.n_ctx_per_seq)
+        self._closed = False
         self._ctx = _new_context(self._model, config, self.n_ctx_per_seq * config.n_seq_max)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self.tokenizer = LlamaTokenizer(llama_cpp.llama_model_get_vocab(self._model))
@@ -154,11 +158,11 @@ class LlamaRunner:
         for sampler in self._samplers.values():
             llama_cpp.llama_sampler_free(sampler)
         self._samplers.clear()
-        if self._ctx is not None:
+        if not self._closed:
+            self._closed = True
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._ctx)
             llama_cpp.llama_model_free(self._model)
-            self._ctx = None
 
     def _fill_batch(self, output: SchedulerOutput) -> list[tuple[Request, int]]:
         batch = self._batch
@@ -179,7 +183,9 @@ class LlamaRunner:
             if chunk.sample:
                 to_sample.append((chunk.request, n - 1))
         if n > self.config.n_batch:
-            raise ContextOverflowError(f"step of {n} tokens exceeds batch size {self.config.n_batch}")
+            raise ContextOverflowError(
+                f"step of {n} tokens exceeds batch size {self.config.n_batch}"
+            )
         batch.n_tokens = n
         return to_sample
 
@@ -196,7 +202,7 @@ class LlamaRunner:
 def build_sampler_chain(
     params: SamplingParams, n_vocab: int, n_ctx: int
 ) -> llama_cpp.llama_sampler_p:
-    """One chain per request, in llama.cpp's usual order: penalties → truncation → temperature → draw."""
+    """One chain per request, in llama.cpp's order: penalties, truncation, temperature, draw."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
     def add(sampler: llama_cpp.llama_sampler_p) -> None:
@@ -205,13 +211,18 @@ def build_sampler_chain(
     if params.uses_penalties:
         # -1 means "the whole context", as in Ollama's repeat_last_n.
         last_n = params.repeat_last_n if params.repeat_last_n >= 0 else n_ctx
-        add(llama_cpp.llama_sampler_init_penalties(
-            n_vocab, last_n, params.repeat_penalty,
-            params.frequency_penalty, params.presence_penalty,
-        ))
+        add(
+            llama_cpp.llama_sampler_init_penalties(
+                n_vocab,
+                last_n,
+                params.repeat_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
+            )
+        )
     if params.greedy:
         add(llama_cpp.llama_sampler_init_greedy())
-        return chain
+        return cast(llama_cpp.llama_sampler_p, chain)
     if params.top_k > 0:
         add(llama_cpp.llama_sampler_init_top_k(params.top_k))
     if params.typical_p < 1.0:
@@ -223,7 +234,7 @@ def build_sampler_chain(
     add(llama_cpp.llama_sampler_init_temp(params.temperature))
     seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
     add(llama_cpp.llama_sampler_init_dist(seed))
-    return chain
+    return cast(llama_cpp.llama_sampler_p, chain)
 
 
 def _load_model(path: Path) -> llama_cpp.llama_model_p:
@@ -231,7 +242,7 @@ def _load_model(path: Path) -> llama_cpp.llama_model_p:
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise ModelLoadError(f"llama.cpp could not load {path}")
-    return model
+    return cast(llama_cpp.llama_model_p, model)
 
 
 def _new_context(
@@ -250,4 +261,4 @@ def _new_context(
     if not ctx:
         llama_cpp.llama_model_free(model)
         raise ModelLoadError("llama.cpp could not create a context for the model")
-    return ctx
+    return cast(llama_cpp.llama_context_p, ctx)

@@ -58,7 +58,9 @@ class ChatTemplate:
         try:
             self._template = self._env.from_string(source)
         except jinja2.TemplateSyntaxError as error:
-            raise TemplateError(f"chat template is invalid: {error.message} (line {error.lineno})") from None
+            raise TemplateError(
+                f"chat template is invalid: {error.message} (line {error.lineno})"
+            ) from None
         self._bos = bos_token
         self._eos = eos_token
 

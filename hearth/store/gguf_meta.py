@@ -40,7 +40,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         reader = gguf.GGUFReader(path)
     except Exception as error:  # the reader fails in many ways on bad input; all mean one thing
         raise InvalidModelFileError(
-            f"{path} is not a valid GGUF file: {_one_line(error)}"
+            f"{path} is truncated or corrupt (GGUF reader: {_one_line(error)})"
         ) from None
     _check_tensor_bounds(path, reader, file_size)
     try:

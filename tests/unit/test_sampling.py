@@ -57,7 +57,7 @@ def test_updated_from_text_parses_numbers_and_appends_stops() -> None:
     params = params.updated_from_text("stop", "\n\n")
     assert (params.temperature, params.seed, params.stop) == (0.25, 42, ("END", "\n\n"))
     assert params.updated_from_text("seed", "none").seed is None
-    with pytest.raises(ValidationError, match="top_k.*integer"):
+    with pytest.raises(ValidationError, match=r"top_k.*integer"):
         params.updated_from_text("top_k", "many")
     with pytest.raises(ValidationError, match="unknown parameter"):
         params.updated_from_text("warmth", "1")

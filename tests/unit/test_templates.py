@@ -49,7 +49,9 @@ def test_huge_output_is_refused() -> None:
 
 
 def test_raise_exception_becomes_a_template_error() -> None:
-    source = "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}"
+    source = (
+        "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}"
+    )
     with pytest.raises(TemplateError, match="first must be user"):
         ChatTemplate(source).render([ChatMessage("assistant", "x")])
 

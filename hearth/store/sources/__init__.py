@@ -1,1 +1,1 @@
-"""Where models come from: Python packages now; Hugging Face, OCI registries and local folders later."""
+"""Where models come from: Python packages now; Hugging Face, OCI registries, folders later."""

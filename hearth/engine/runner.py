@@ -222,7 +222,7 @@ def build_sampler_chain(
         )
     if params.greedy:
         add(llama_cpp.llama_sampler_init_greedy())
-        return cast(llama_cpp.llama_sampler_p, chain)
+        return cast("llama_cpp.llama_sampler_p", chain)
     if params.top_k > 0:
         add(llama_cpp.llama_sampler_init_top_k(params.top_k))
     if params.typical_p < 1.0:
@@ -234,7 +234,7 @@ def build_sampler_chain(
     add(llama_cpp.llama_sampler_init_temp(params.temperature))
     seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
     add(llama_cpp.llama_sampler_init_dist(seed))
-    return cast(llama_cpp.llama_sampler_p, chain)
+    return cast("llama_cpp.llama_sampler_p", chain)
 
 
 def _load_model(path: Path) -> llama_cpp.llama_model_p:
@@ -242,7 +242,7 @@ def _load_model(path: Path) -> llama_cpp.llama_model_p:
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise ModelLoadError(f"llama.cpp could not load {path}")
-    return cast(llama_cpp.llama_model_p, model)
+    return cast("llama_cpp.llama_model_p", model)
 
 
 def _new_context(
@@ -261,4 +261,4 @@ def _new_context(
     if not ctx:
         llama_cpp.llama_model_free(model)
         raise ModelLoadError("llama.cpp could not create a context for the model")
-    return cast(llama_cpp.llama_context_p, ctx)
+    return cast("llama_cpp.llama_context_p", ctx)

@@ -6,6 +6,7 @@ import typer
 
 from hearth import __version__
 from hearth.cli import run as run_cmd
+from hearth.cli import store_cmds
 from hearth.cli.console import cli_errors, out
 from hearth.config import ENVIRONMENT, get_settings
 from hearth.log import configure_logging
@@ -27,7 +28,13 @@ def _setup() -> None:
 
 app.command("run")(cli_errors(run_cmd.run))
 
-# store commands registered here
+app.command("pull")(cli_errors(store_cmds.pull))
+app.command("import")(cli_errors(store_cmds.import_model))
+app.command("list")(cli_errors(store_cmds.list_models))
+app.command("ls", hidden=True)(cli_errors(store_cmds.list_models))
+app.command("show")(cli_errors(store_cmds.show))
+app.command("rm")(cli_errors(store_cmds.rm))
+app.command("cp")(cli_errors(store_cmds.cp))
 
 
 @app.command("env")

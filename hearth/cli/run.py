@@ -88,7 +88,8 @@ def _with_stdin(prompt: str | None) -> str | None:
     """Piped input is the prompt, or comes before it (`cat f | hearth run m "summarise"`)."""
     if sys.stdin is None or sys.stdin.isatty():
         return prompt
-    piped = sys.stdin.read()
+    # The final newline of `echo ... |` is not part of what the user meant to ask.
+    piped = sys.stdin.read().rstrip("\n")
     if not piped.strip():
         return prompt
     return piped if prompt is None else f"{piped.rstrip()}\n\n{prompt}"
@@ -97,14 +98,14 @@ def _with_stdin(prompt: str | None) -> str | None:
 def _answer(llm: LLM, session: ChatSession, text: str, started: float, verbose: bool) -> int:
     """Stream one answer to stdout. Returns the exit status (130 when interrupted)."""
     turn = session.user_turn(text)
-    generation = (
-        llm.complete(turn, session.params)
-        if isinstance(turn, str)
-        else llm.chat(turn, session.params)
-    )
+    generation: Generation | None = None
     pieces: list[str] = []
     first_token_at: float | None = None
     try:
+        if isinstance(turn, str):
+            generation = llm.complete(turn, session.params)
+        else:
+            generation = llm.chat(turn, session.params)
         for output in generation:
             if first_token_at is None:
                 first_token_at = time.monotonic()
@@ -112,9 +113,13 @@ def _answer(llm: LLM, session: ChatSession, text: str, started: float, verbose: 
             out.file.write(output.text)
             out.file.flush()
     except KeyboardInterrupt:
-        _stop(generation)
+        if generation is not None:
+            _stop(generation)
         session.forget_last_user_turn(len(text))
         return EXIT_INTERRUPTED
+    except HearthError:
+        session.forget_last_user_turn(len(text))
+        raise
     out.file.write("\n")
     session.model_turn("".join(pieces))
     if verbose:
@@ -168,7 +173,6 @@ def _interactive(llm: LLM, session: ChatSession, verbose: bool) -> None:
         try:
             _answer(llm, session, parsed, time.monotonic(), verbose)
         except HearthError as error:
-            session.forget_last_user_turn(len(parsed))
             err.print(f"[bold red]error:[/] {error}")
 
 

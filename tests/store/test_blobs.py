@@ -58,7 +58,7 @@ def test_mismatch_leaves_nothing(blobs: BlobStore) -> None:
 
 
 def test_size_mismatch_leaves_nothing(blobs: BlobStore) -> None:
-    with pytest.raises(StoreError, match="received 13000 bytes, expected 5$"):
+    with pytest.raises(StoreError, match=r"received 13000 bytes, expected 5$"):
         blobs.write_stream([DATA], total=5)
     assert files_in(blobs) == []
 

@@ -12,8 +12,8 @@ from hearth.errors import InvalidModelFileError
 from hearth.store import read_gguf_info
 
 
-def test_reads_tiny_model(tiny_gguf: Path) -> None:
-    info = read_gguf_info(tiny_gguf)
+def test_reads_tiny_model(tiny_model: Path) -> None:
+    info = read_gguf_info(tiny_model)
     spec = TinyModelSpec()
     vocab, embd, ff, layers = 259, spec.n_embd, spec.n_ff, spec.n_layers
     kv = embd // spec.n_heads * spec.n_kv_heads
@@ -26,7 +26,7 @@ def test_reads_tiny_model(tiny_gguf: Path) -> None:
     assert info.license == "apache-2.0"
     assert info.chat_template is None
     assert info.tensor_count == 3 + 9 * layers
-    assert info.file_size == tiny_gguf.stat().st_size
+    assert info.file_size == tiny_model.stat().st_size
 
 
 def test_reads_chat_template_and_license(tiny_chat_gguf: Path) -> None:
@@ -51,14 +51,14 @@ def test_no_license_no_file_type_falls_back_to_dominant_tensor_type(tmp_path: Pa
     assert info.parameter_count == 64 * 64 + 64
 
 
-def test_more_layers_more_parameters(tmp_path: Path, tiny_gguf: Path) -> None:
+def test_more_layers_more_parameters(tmp_path: Path, tiny_model: Path) -> None:
     bigger = write_tiny_gguf(tmp_path / "big.gguf", TinyModelSpec(n_layers=4))
-    assert read_gguf_info(bigger).parameter_count > read_gguf_info(tiny_gguf).parameter_count
+    assert read_gguf_info(bigger).parameter_count > read_gguf_info(tiny_model).parameter_count
 
 
 @pytest.mark.parametrize("keep", [0.999, 0.9, 0.5, 0.05])
-def test_truncated_copy_is_rejected(tmp_path: Path, tiny_gguf: Path, keep: float) -> None:
-    data = tiny_gguf.read_bytes()
+def test_truncated_copy_is_rejected(tmp_path: Path, tiny_model: Path, keep: float) -> None:
+    data = tiny_model.read_bytes()
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(InvalidModelFileError, match="is truncated") as caught:
@@ -74,8 +74,8 @@ def test_header_only_is_rejected(tmp_path: Path) -> None:
         read_gguf_info(path)
 
 
-def test_unsupported_version_is_rejected(tmp_path: Path, tiny_gguf: Path) -> None:
-    data = bytearray(tiny_gguf.read_bytes())
+def test_unsupported_version_is_rejected(tmp_path: Path, tiny_model: Path) -> None:
+    data = bytearray(tiny_model.read_bytes())
     data[4:8] = struct.pack("<I", 99)
     path = tmp_path / "v99.gguf"
     path.write_bytes(bytes(data))
@@ -83,8 +83,8 @@ def test_unsupported_version_is_rejected(tmp_path: Path, tiny_gguf: Path) -> Non
         read_gguf_info(path)
 
 
-def test_corrupt_counts_are_rejected(tmp_path: Path, tiny_gguf: Path) -> None:
-    data = bytearray(tiny_gguf.read_bytes())
+def test_corrupt_counts_are_rejected(tmp_path: Path, tiny_model: Path) -> None:
+    data = bytearray(tiny_model.read_bytes())
     data[8:16] = struct.pack("<Q", 2**40)  # tensor count far beyond what the file holds
     path = tmp_path / "corrupt.gguf"
     path.write_bytes(bytes(data))
@@ -95,7 +95,7 @@ def test_corrupt_counts_are_rejected(tmp_path: Path, tiny_gguf: Path) -> None:
 def test_random_bytes_are_not_gguf(tmp_path: Path) -> None:
     path = tmp_path / "random.gguf"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(InvalidModelFileError, match="is not a GGUF file$"):
+    with pytest.raises(InvalidModelFileError, match=r"is not a GGUF file$"):
         read_gguf_info(path)
 
 

@@ -38,13 +38,13 @@ def test_constructor_and_reads_touch_no_files(settings: Settings) -> None:
     assert not settings.home.exists()
 
 
-def test_import_list_resolve(store: Store, tiny_gguf: Path) -> None:
+def test_import_list_resolve(store: Store, tiny_model: Path) -> None:
     seen: list[tuple[int, int | None]] = []
-    model = store.import_gguf(tiny_gguf, "tiny", progress=lambda d, t: seen.append((d, t)))
-    size = tiny_gguf.stat().st_size
+    model = store.import_gguf(tiny_model, "tiny", progress=lambda d, t: seen.append((d, t)))
+    size = tiny_model.stat().st_size
     assert seen[-1] == (size, size)
     assert str(model.name) == "tiny:latest"
-    assert model.model_path.read_bytes() == tiny_gguf.read_bytes()
+    assert model.model_path.read_bytes() == tiny_model.read_bytes()
     assert model.size == size
     assert model.info.architecture == "llama"
     assert model.info.quantization == "F32"
@@ -71,9 +71,9 @@ def test_manifest_on_disk_round_trips(store: Store, tiny_chat_gguf: Path) -> Non
 
 
 def test_copy_and_remove_keep_shared_blobs_until_the_last_reference(
-    store: Store, tiny_gguf: Path
+    store: Store, tiny_model: Path
 ) -> None:
-    original = store.import_gguf(tiny_gguf, "tiny")
+    original = store.import_gguf(tiny_model, "tiny")
     copy = store.copy("tiny", "team/tiny:prod")
     assert copy.manifest_digest == original.manifest_digest
     assert [str(m.name) for m in store.list()] == ["team/tiny:prod", "tiny:latest"]
@@ -91,11 +91,11 @@ def test_copy_and_remove_keep_shared_blobs_until_the_last_reference(
 
 
 def test_remove_keeps_blobs_another_model_shares(
-    store: Store, tiny_gguf: Path, tiny_chat_gguf: Path
+    store: Store, tiny_model: Path, tiny_chat_gguf: Path
 ) -> None:
-    store.import_gguf(tiny_gguf, "a")
+    store.import_gguf(tiny_model, "a")
     chat = store.import_gguf(tiny_chat_gguf, "b")
-    store.import_gguf(tiny_gguf, "c")
+    store.import_gguf(tiny_model, "c")
     removed = store.remove("a")
     model_blob = store.resolve("c").manifest.layer(MediaType.MODEL)
     assert model_blob is not None and model_blob.digest not in removed
@@ -104,25 +104,25 @@ def test_remove_keeps_blobs_another_model_shares(
 
 
 def test_reimport_collects_the_replaced_config(
-    store: Store, tiny_gguf: Path, tiny_chat_gguf: Path
+    store: Store, tiny_model: Path, tiny_chat_gguf: Path
 ) -> None:
-    first = store.import_gguf(tiny_gguf, "m")
+    first = store.import_gguf(tiny_model, "m")
     second = store.import_gguf(tiny_chat_gguf, "m")
     assert store.blobs.digests() == second.manifest.digests()
     assert not first.manifest.digests() & store.blobs.digests()
 
 
-def test_remove_unknown(store: Store, tiny_gguf: Path) -> None:
-    store.import_gguf(tiny_gguf, "tiny")
+def test_remove_unknown(store: Store, tiny_model: Path) -> None:
+    store.import_gguf(tiny_model, "tiny")
     with pytest.raises(ModelNotFoundError, match="tinny"):
         store.remove("tinny")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "random", "empty", "text", "header"])
 def test_bad_import_leaves_store_unchanged(
-    store: Store, settings: Settings, tiny_gguf: Path, tmp_path: Path, kind: str
+    store: Store, settings: Settings, tiny_model: Path, tmp_path: Path, kind: str
 ) -> None:
-    data = tiny_gguf.read_bytes()
+    data = tiny_model.read_bytes()
     contents = {
         "truncated": data[: len(data) // 2],
         "random": bytes(range(256)) * 64,
@@ -138,7 +138,7 @@ def test_bad_import_leaves_store_unchanged(
         store.import_gguf(bad, "bad")
     assert not settings.home.exists()  # not even the directories
 
-    store.import_gguf(tiny_gguf, "tiny")
+    store.import_gguf(tiny_model, "tiny")
     before = snapshot(settings.home)
     with pytest.raises(InvalidModelFileError):
         store.import_gguf(bad, "tiny")  # also not over an existing model
@@ -146,32 +146,29 @@ def test_bad_import_leaves_store_unchanged(
 
 
 def test_import_with_bad_name_writes_nothing(
-    store: Store, settings: Settings, tiny_gguf: Path
+    store: Store, settings: Settings, tiny_model: Path
 ) -> None:
     with pytest.raises(InvalidNameError):
-        store.import_gguf(tiny_gguf, "../escape")
+        store.import_gguf(tiny_model, "../escape")
     assert not settings.home.exists()
 
 
 def test_interrupted_import_leaves_no_trace(
-    store: Store, settings: Settings, tiny_gguf: Path
+    store: Store, settings: Settings, tiny_model: Path
 ) -> None:
-    store.import_gguf(tiny_gguf, "keep")
+    store.import_gguf(tiny_model, "keep")
     before = snapshot(settings.home)
 
     def interrupt(done: int, total: int | None) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        store.import_gguf(tiny_gguf.with_name("tiny.gguf"), "other:1", progress=interrupt)
-    after = snapshot(settings.home)
-    assert {k: v for k, v in after.items() if not k.endswith(".lock")} == {
-        k: v for k, v in before.items() if not k.endswith(".lock")
-    }
+        store.import_gguf(tiny_model, "other:1", progress=interrupt)
+    assert snapshot(settings.home) == before
 
 
-def test_unknown_name_suggests_close_matches(store: Store, tiny_gguf: Path) -> None:
-    store.import_gguf(tiny_gguf, "tiny-llama:v1")
+def test_unknown_name_suggests_close_matches(store: Store, tiny_model: Path) -> None:
+    store.import_gguf(tiny_model, "tiny-llama:v1")
     with pytest.raises(ModelNotFoundError) as caught:
         store.resolve("tiny-lama:v1")
     assert caught.value.suggestions == ["tiny-llama:v1"]
@@ -190,8 +187,8 @@ def test_unknown_name_suggests_close_matches(store: Store, tiny_gguf: Path) -> N
     assert caught.value.suggestions == []
 
 
-def test_ensure(store: Store, tiny_gguf: Path) -> None:
-    model = store.import_gguf(tiny_gguf, "tiny")
+def test_ensure(store: Store, tiny_model: Path) -> None:
+    model = store.import_gguf(tiny_model, "tiny")
     assert store.ensure("tiny") == model
     with pytest.raises(ModelNotFoundError):
         store.ensure("not-in-catalogue")
@@ -247,9 +244,9 @@ def test_catalogue_names(store: Store) -> None:
     assert store.catalogue_names() == ["gemma3:270m", "all-minilm:l6-v2"]
 
 
-def test_damaged_manifest(store: Store, tiny_gguf: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store.import_gguf(tiny_gguf, "good")
-    bad = store.import_gguf(tiny_gguf, "bad")
+def test_damaged_manifest(store: Store, tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store.import_gguf(tiny_model, "good")
+    bad = store.import_gguf(tiny_model, "bad")
     path = bad.name.manifest_path(store.manifests_dir)
     path.write_text("{not json")
     with pytest.raises(StoreError, match=f"{path}: invalid manifest"):
@@ -260,21 +257,23 @@ def test_damaged_manifest(store: Store, tiny_gguf: Path, caplog: pytest.LogCaptu
     assert store.resolve("good").model_path.is_file()
 
 
-def test_missing_blob_is_reported(store: Store, tiny_gguf: Path) -> None:
-    model = store.import_gguf(tiny_gguf, "tiny")
+def test_missing_blob_is_reported(store: Store, tiny_model: Path) -> None:
+    model = store.import_gguf(tiny_model, "tiny")
     model.model_path.unlink()
     with pytest.raises(StoreError, match="is missing"):
         store.resolve("tiny")
 
 
 def test_mutations_wait_for_the_store_lock(
-    store: Store, settings: Settings, tiny_gguf: Path
+    store: Store, settings: Settings, tiny_model: Path
 ) -> None:
     settings.home.mkdir(parents=True)
     done = threading.Event()
     with (settings.home / ".lock").open("a") as other_process:
         fcntl.flock(other_process.fileno(), fcntl.LOCK_EX)
-        thread = threading.Thread(target=lambda: (store.import_gguf(tiny_gguf, "tiny"), done.set()))
+        thread = threading.Thread(
+            target=lambda: (store.import_gguf(tiny_model, "tiny"), done.set())
+        )
         thread.start()
         time.sleep(0.3)
         assert not done.is_set()  # blocked behind the other holder

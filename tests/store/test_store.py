@@ -154,7 +154,7 @@ def test_import_with_bad_name_writes_nothing(
 
 
 def test_interrupted_import_leaves_no_trace(
-    store: Store, settings: Settings, tiny_model: Path
+    store: Store, settings: Settings, tiny_model: Path, tiny_chat_gguf: Path
 ) -> None:
     store.import_gguf(tiny_model, "keep")
     before = snapshot(settings.home)
@@ -163,7 +163,7 @@ def test_interrupted_import_leaves_no_trace(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        store.import_gguf(tiny_model, "other:1", progress=interrupt)
+        store.import_gguf(tiny_chat_gguf, "other:1", progress=interrupt)
     assert snapshot(settings.home) == before
 
 

@@ -33,6 +33,8 @@ class Runner(Protocol):
 
     def execute(self, output: SchedulerOutput) -> dict[int, int]: ...
 
+    def release(self, request: Request) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -57,11 +59,7 @@ class Engine:
 
     def step(self) -> None:
         output = self.scheduler.schedule()
-        try:
-            sampled = self.runner.execute(output)
-        finally:
-            for request in output.finished:
-                self.scheduler.release(request)
+        sampled = self.runner.execute(output)
         for request in self.scheduler.update(output, sampled):
             self._emit(request)
 
@@ -102,6 +100,8 @@ class Engine:
         detokenizer = self._detokenizers.pop(request.request_id, None)
         if detokenizer is not None and not stopped:
             text += detokenizer.flush()
+        # Free the KV cells before the caller hears "finished": it may submit again at once.
+        self.runner.release(request)
         self.scheduler.finish(request, status)
         last = (request.output_tokens[-1],) if request.output_tokens else ()
         request.outputs.put(_output(request, text, last, finished=True, error=error))

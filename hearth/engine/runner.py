@@ -131,8 +131,6 @@ class LlamaRunner:
 
     def execute(self, output: SchedulerOutput) -> dict[int, int]:
         """Compute the scheduled tokens in one decode; return request_id → sampled token."""
-        for request in output.finished:
-            self.release(request)
         if not output.chunks:
             return {}
         to_sample = self._fill_batch(output)

@@ -6,14 +6,14 @@ and decode path; a request simply has tokens not yet computed. A request is admi
 sequence id (one llama.cpp ``seq_id`` per request) is free.
 
 Contract (vLLM v1 style): ``add_request`` → ``schedule`` → (runner executes) → ``update`` →
-``finish`` when the engine decides a request is done; finished sequence ids are handed to the
-runner in the next ``SchedulerOutput`` so it frees their KV cells.
+``finish`` when the engine decides a request is done. The engine has the runner free the
+request's KV cells before calling ``finish``, which returns the sequence id to the pool at once.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hearth.engine.request import Request, RequestStatus
 
@@ -36,7 +36,6 @@ class ScheduledChunk:
 @dataclass(frozen=True)
 class SchedulerOutput:
     chunks: list[ScheduledChunk]
-    finished: list[Request] = field(default_factory=list)  # release their samplers and KV cells
 
     @property
     def num_tokens(self) -> int:
@@ -49,11 +48,10 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._free_seq_ids = list(range(config.max_seqs - 1, -1, -1))
-        self._finished: list[Request] = []
 
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self._finished)
+        return bool(self.waiting or self.running)
 
     def add_request(self, request: Request) -> None:
         self.waiting.append(request)
@@ -72,8 +70,7 @@ class Scheduler:
             chunk = self._chunk(request, budget)
             chunks.append(chunk)
             budget -= len(chunk.tokens)
-        finished, self._finished = self._finished, []
-        return SchedulerOutput(chunks, finished)
+        return SchedulerOutput(chunks)
 
     def update(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
         """Record computed tokens and sampled ones; return the requests that got a new token."""
@@ -90,18 +87,14 @@ class Scheduler:
         return advanced
 
     def finish(self, request: Request, status: RequestStatus) -> None:
-        """Mark ``request`` finished; its sequence is released in the next schedule()."""
+        """Mark ``request`` finished and return its sequence id (its KV cells must be free)."""
         if request.is_finished:
             return
         request.status = status
         if request in self.running:
             self.running.remove(request)
-            self._finished.append(request)
         elif request in self.waiting:
             self.waiting.remove(request)
-
-    def release(self, request: Request) -> None:
-        """Called by the engine once the runner freed the request's KV cells."""
         if request.seq_id is not None:
             self._free_seq_ids.append(request.seq_id)
             request.seq_id = None

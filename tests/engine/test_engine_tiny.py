@@ -10,7 +10,7 @@ import pytest
 
 from hearth.engine.engine import Engine, EngineThread
 from hearth.engine.llm import LLM, EngineConfig
-from hearth.engine.request import RequestStatus
+from hearth.engine.request import Request, RequestStatus
 from hearth.engine.runner import LlamaRunner
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.scheduler import SchedulerConfig, SchedulerOutput
@@ -124,6 +124,9 @@ def test_runner_failure_reaches_every_caller(tiny_model: Path) -> None:
 
         def execute(self, output: SchedulerOutput) -> dict[int, int]:
             raise RuntimeError("decode exploded")
+
+        def release(self, request: Request) -> None:
+            self.inner.release(request)
 
         def close(self) -> None:
             self.inner.close()

@@ -10,8 +10,6 @@ def make_request(i: int, n: int) -> Request:
 def run_step(scheduler: Scheduler, token: int = 7) -> list[Request]:
     output = scheduler.schedule()
     sampled = {c.request.request_id: token for c in output.chunks if c.sample}
-    for request in output.finished:
-        scheduler.release(request)
     return scheduler.update(output, sampled)
 
 
@@ -58,20 +56,18 @@ def test_admission_is_limited_by_free_sequence_ids() -> None:
     assert {requests[0].seq_id, requests[1].seq_id} == {0, 1}
 
 
-def test_finished_sequence_is_reused_only_after_release() -> None:
+def test_finished_sequence_is_reused_by_the_next_request() -> None:
     scheduler = Scheduler(SchedulerConfig(max_seqs=1, token_budget=100, max_context=64))
     first, second = make_request(1, 2), make_request(2, 2)
     scheduler.add_request(first)
     scheduler.add_request(second)
     run_step(scheduler)
     seq = first.seq_id
+    assert second.seq_id is None  # no free sequence for it yet
     scheduler.finish(first, RequestStatus.FINISHED_STOPPED)
-    output = scheduler.schedule()
-    assert output.finished == [first]
-    assert output.chunks == []  # the sequence is not free until the runner released it
-    scheduler.release(first)
     assert first.seq_id is None
-    assert scheduler.schedule().chunks[0].request is second
+    output = scheduler.schedule()
+    assert [c.request for c in output.chunks] == [second]
     assert second.seq_id == seq
 
 

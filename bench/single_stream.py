@@ -120,20 +120,28 @@ def main() -> None:
 def compare(path: Path, tokens: int, rounds: int) -> tuple[list[Timing], list[Timing]]:
     hearth_t: list[Timing] = []
     peer_t: list[Timing] = []
-    # One model loaded at a time: two llama.cpp contexts would fight over the two cores.
-    for _ in range(rounds):
-        with LLM(
-            path, EngineConfig(context=CONTEXT, max_seqs=1, batch=512, threads=THREADS)
-        ) as llm:
-            hearth_round(llm, 8)  # warm-up
-            hearth_t.append(hearth_round(llm, tokens))
-        peer = llama_cpp.Llama(
-            str(path), n_ctx=CONTEXT, n_threads=THREADS, n_batch=512, verbose=False
-        )
-        llama_cpp_python_round(peer, 8)
-        peer_t.append(llama_cpp_python_round(peer, tokens))
-        peer.close()
+    # One model loaded at a time (two llama.cpp contexts would fight over the cores), and the
+    # order alternates each round so that neither side always runs first.
+    for round_ in range(rounds):
+        sides = [_hearth_side, _peer_side]
+        for side in sides if round_ % 2 == 0 else reversed(sides):
+            side(path, tokens, hearth_t if side is _hearth_side else peer_t)
     return hearth_t, peer_t
+
+
+def _hearth_side(path: Path, tokens: int, into: list[Timing]) -> None:
+    with LLM(path, EngineConfig(context=CONTEXT, max_seqs=1, batch=512, threads=THREADS)) as llm:
+        hearth_round(llm, 8)  # warm-up
+        into.append(hearth_round(llm, tokens))
+
+
+def _peer_side(path: Path, tokens: int, into: list[Timing]) -> None:
+    peer = llama_cpp.Llama(str(path), n_ctx=CONTEXT, n_threads=THREADS, n_batch=512, verbose=False)
+    try:
+        llama_cpp_python_round(peer, 8)
+        into.append(llama_cpp_python_round(peer, tokens))
+    finally:
+        peer.close()
 
 
 def report(name: str, timings: list[Timing]) -> None:

@@ -216,7 +216,7 @@ class EngineThread:
         self.engine.fail_all(RuntimeError("engine closed"))
 
     def _drain_inbox(self) -> None:
-        while True:
+        while not self._inbox.empty():
             try:
                 command = self._inbox.get_nowait()
             except queue.Empty:

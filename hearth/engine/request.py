@@ -69,6 +69,15 @@ class Request:
     def all_tokens(self) -> list[int]:
         return self.prompt_tokens + self.output_tokens
 
+    def tokens_between(self, start: int, end: int) -> list[int]:
+        """Tokens ``[start, end)`` of prompt + output, without copying both lists each step."""
+        n_prompt = len(self.prompt_tokens)
+        if start >= n_prompt:
+            return self.output_tokens[start - n_prompt : end - n_prompt]
+        if end <= n_prompt:
+            return self.prompt_tokens[start:end]
+        return self.prompt_tokens[start:] + self.output_tokens[: end - n_prompt]
+
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_tokens) + len(self.output_tokens)

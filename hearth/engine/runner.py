@@ -19,7 +19,7 @@ import llama_cpp
 from hearth.engine.request import Request
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.scheduler import SchedulerOutput
-from hearth.errors import ContextOverflowError, EngineError, ModelLoadError
+from hearth.errors import EngineError, ModelLoadError
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -163,27 +163,35 @@ class LlamaRunner:
             llama_cpp.llama_model_free(self._model)
 
     def _fill_batch(self, output: SchedulerOutput) -> list[tuple[Request, int]]:
+        if output.num_tokens > self.config.n_batch:
+            raise EngineError(
+                f"step of {output.num_tokens} tokens exceeds batch {self.config.n_batch}"
+            )
         batch = self._batch
+        # Field pointers fetched once: each ctypes attribute access builds a new object.
+        token, pos, n_seq_id, seq_ids, logits = (
+            batch.token,
+            batch.pos,
+            batch.n_seq_id,
+            batch.seq_id,
+            batch.logits,
+        )
         n = 0
         to_sample = []
         for chunk in output.chunks:
             seq_id = chunk.request.seq_id
             if seq_id is None:
                 raise EngineError(f"request {chunk.request.request_id} has no sequence")
-            last = len(chunk.tokens) - 1
-            for i, token in enumerate(chunk.tokens):
-                batch.token[n] = token
-                batch.pos[n] = chunk.start_pos + i
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = seq_id
-                batch.logits[n] = chunk.sample and i == last
+            for i, t in enumerate(chunk.tokens, start=chunk.start_pos):
+                token[n] = t
+                pos[n] = i
+                n_seq_id[n] = 1
+                seq_ids[n][0] = seq_id
+                logits[n] = False
                 n += 1
             if chunk.sample:
+                logits[n - 1] = True
                 to_sample.append((chunk.request, n - 1))
-        if n > self.config.n_batch:
-            raise ContextOverflowError(
-                f"step of {n} tokens exceeds batch size {self.config.n_batch}"
-            )
         batch.n_tokens = n
         return to_sample
 

@@ -109,5 +109,9 @@ class Scheduler:
     def _chunk(self, request: Request, budget: int) -> ScheduledChunk:
         start = request.num_computed_tokens
         count = min(request.num_uncomputed_tokens, budget)
-        tokens = request.all_tokens[start : start + count]
-        return ScheduledChunk(request, tokens, start, start + count == request.num_tokens)
+        return ScheduledChunk(
+            request,
+            request.tokens_between(start, start + count),
+            start,
+            start + count == request.num_tokens,
+        )

@@ -84,3 +84,12 @@ def test_status_order_marks_finished_states() -> None:
     assert not RequestStatus.PREEMPTED.finished
     assert all(s.finished for s in RequestStatus if s > RequestStatus.PREEMPTED)
     assert RequestStatus.FINISHED_LENGTH.finish_reason == "length"
+
+
+def test_tokens_between_spans_prompt_and_output() -> None:
+    request = make_request(1, 3)
+    request.output_tokens.extend([7, 8])
+    assert request.all_tokens == [1, 1, 1, 7, 8]
+    for start in range(6):
+        for end in range(start, 6):
+            assert request.tokens_between(start, end) == request.all_tokens[start:end]

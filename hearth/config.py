@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hearth.errors import ConfigError
+from hearth.errors import ConfigError, ValidationError
+from hearth.units import parse_keep_alive, parse_size
 
 _Getter = Callable[[str], str]
 
@@ -31,11 +32,28 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("HEARTH_CONTEXT", "4096", "Context length (tokens) per sequence; capped by the model."),
     EnvVar("HEARTH_MAX_SEQS", "16", "Sequences one loaded model decodes together."),
     EnvVar("HEARTH_BATCH", "512", "Token budget of one engine step (prompt chunks + decodes)."),
+    EnvVar("HEARTH_CACHE_SEQS", "4", "Finished sequences kept per model for prefix-cache reuse."),
+    EnvVar("HEARTH_MAX_QUEUE", "256", "Requests that may wait per model before 'queue full'."),
     EnvVar("HEARTH_LOG_LEVEL", "WARNING", "Log level: DEBUG, INFO, WARNING, ERROR."),
     EnvVar("HEARTH_LLAMA_LOG", "0", "1 lets llama.cpp print its own (verbose) log to stderr."),
+    EnvVar(
+        "HEARTH_MAX_MEMORY",
+        "50%",
+        "Memory budget for loaded models: bytes, a size (512M, 8G) or a percentage of RAM"
+        " (the smaller of physical RAM and the cgroup limit). Idle models are unloaded, least"
+        " recently used first, to make room; a model that cannot fit is refused.",
+    ),
+    EnvVar(
+        "HEARTH_KEEP_ALIVE",
+        "5m",
+        "How long an idle model stays loaded: seconds or a duration (30s, 5m, 1h);"
+        " 0 unloads as soon as it is idle, a negative value keeps it loaded forever."
+        " A request's keep_alive overrides it for that model.",
+    ),
 )
 
 _DEFAULTS = {var.name: var.default for var in ENVIRONMENT}
+_CGROUP_MEMORY_MAX = "/sys/fs/cgroup/memory.max"
 
 
 @dataclass(frozen=True)
@@ -46,8 +64,12 @@ class Settings:
     context: int
     max_seqs: int
     batch: int
+    cache_seqs: int
+    max_queue: int
     log_level: str
     llama_log: bool
+    max_memory: int = 0  # bytes; from_env always sets it
+    keep_alive: float = 300.0  # seconds; math.inf keeps models loaded forever
 
     @property
     def blobs_dir(self) -> Path:
@@ -75,8 +97,12 @@ class Settings:
             context=_int(get, "HEARTH_CONTEXT", minimum=16),
             max_seqs=_int(get, "HEARTH_MAX_SEQS", minimum=1),
             batch=_int(get, "HEARTH_BATCH", minimum=1),
+            cache_seqs=_int(get, "HEARTH_CACHE_SEQS", minimum=0),
+            max_queue=_int(get, "HEARTH_MAX_QUEUE", minimum=0),
             log_level=_choice(get, "HEARTH_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             llama_log=get("HEARTH_LLAMA_LOG") not in ("0", "false", "no"),
+            max_memory=_memory_budget(get),
+            keep_alive=_keep_alive(get),
         )
 
 
@@ -96,6 +122,47 @@ def _choice(get: _Getter, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _memory_budget(get: _Getter) -> int:
+    name = "HEARTH_MAX_MEMORY"
+    try:
+        budget = parse_size(get(name), name, total=total_memory())
+    except ValidationError as error:
+        raise ConfigError(f"{name} {error.reason}, got {error.value!r}") from None
+    if budget <= 0:
+        raise ConfigError(f"{name} must be more than 0 bytes, got {get(name)!r}")
+    return budget
+
+
+def _keep_alive(get: _Getter) -> float:
+    name = "HEARTH_KEEP_ALIVE"
+    try:
+        seconds = parse_keep_alive(get(name))
+    except ValidationError as error:
+        raise ConfigError(f"{name} {error.reason}, got {error.value!r}") from None
+    return 300.0 if seconds is None else seconds
+
+
+def total_memory() -> int:
+    """Bytes of RAM this process may use: physical RAM, or the cgroup v2 limit if lower."""
+    physical = _physical_memory()
+    try:
+        limit = Path(_CGROUP_MEMORY_MAX).read_text().strip()
+    except OSError:
+        return physical
+    return min(physical, int(limit)) if limit.isdigit() else physical
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise ConfigError("cannot tell how much memory this machine has; set HEARTH_MAX_MEMORY")
 
 
 def get_settings() -> Settings:

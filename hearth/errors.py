@@ -11,11 +11,14 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     ├── StoreError                  the model store cannot do what was asked
     │   ├── InvalidDigestError      a digest is not ``sha256:<64 hex>``
     │   ├── DigestMismatchError     content does not hash to the digest it claims
-    │   └── InvalidModelFileError   a file is not a usable GGUF (truncated, corrupt, wrong format)
+    │   ├── InvalidModelFileError   a file is not a usable GGUF (truncated, corrupt, wrong format)
+    │   └── ConversionError         a Hugging Face folder cannot be converted to GGUF
     ├── SourceUnavailableError      a source (package, hub, registry) cannot provide the model
     └── EngineError                 the inference engine failed
         ├── ModelLoadError          llama.cpp refused the model file
         ├── ContextOverflowError    the prompt does not fit the context window
+        ├── EngineOverloadedError   the request queue is full (HTTP 503, retry later)
+        ├── InsufficientMemoryError a model does not fit the memory budget (HEARTH_MAX_MEMORY)
         └── TemplateError           a chat template failed to render (or ran too long)
 """
 
@@ -68,6 +71,10 @@ class InvalidModelFileError(StoreError):
     pass
 
 
+class ConversionError(StoreError):
+    """A model folder cannot be converted: unsupported architecture, pickle weights, bad files."""
+
+
 class SourceUnavailableError(HearthError):
     pass
 
@@ -82,6 +89,20 @@ class ModelLoadError(EngineError):
 
 class ContextOverflowError(EngineError):
     pass
+
+
+class EngineOverloadedError(EngineError):
+    pass
+
+
+class InsufficientMemoryError(EngineError):
+    """A model needs more memory than the budget leaves, even after unloading every idle model."""
+
+    def __init__(self, message: str, *, need: int, budget: int, in_use: int = 0) -> None:
+        self.need = need
+        self.budget = budget
+        self.in_use = in_use  # bytes held by models that are busy or loading
+        super().__init__(message)
 
 
 class TemplateError(EngineError):

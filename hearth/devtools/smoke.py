@@ -36,6 +36,7 @@ def decode_one_token(model: Path) -> int:
     try:
         scheduler = Scheduler(SchedulerConfig(max_seqs=1, token_budget=64, max_context=64))
         request = Request(runner.tokenizer.tokenize("Hello"), SamplingParams(temperature=0))
+        runner.prepare(request)
         scheduler.add_request(request)
         sampled = runner.execute(scheduler.schedule())
         return sampled[request.request_id]

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from hearth.engine.detokenizer import StreamingDetokenizer
 from hearth.engine.request import Request, RequestOutput, RequestStatus
-from hearth.engine.sampling import SamplingParams
+from hearth.engine.sampling import MAX_SEED, SamplingParams
 from hearth.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
-from hearth.errors import ContextOverflowError, ValidationError
+from hearth.errors import ContextOverflowError, EngineOverloadedError, ValidationError
+
+MAX_N = 16  # completions per request
 
 
 class TokenDecoder(Protocol):
@@ -31,11 +34,33 @@ class Runner(Protocol):
     @property
     def tokenizer(self) -> TokenDecoder: ...
 
+    def prepare(self, request: Request) -> None: ...
+
     def execute(self, output: SchedulerOutput) -> dict[int, int]: ...
+
+    def free_sequences(self, seq_ids: list[int]) -> None: ...
 
     def release(self, request: Request) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot for metrics: what the last step did and what is queued."""
+
+    steps: int
+    last_batch_tokens: int
+    waiting: int
+    running: int
+    kv_cells_used: int
+    kv_cells_total: int
+    cached_prefixes: int
+    prefix_hits: int
+    prefix_misses: int
+    prefix_hit_tokens: int
+    preemptions: int
+    finished: int
 
 
 class Engine:
@@ -43,13 +68,16 @@ class Engine:
         self.runner = runner
         self.scheduler = Scheduler(config)
         self._detokenizers: dict[int, StreamingDetokenizer] = {}
+        self._steps = 0
+        self._last_batch_tokens = 0
+        self.finished = 0  # read by other threads for the queue bound
 
     @property
     def has_work(self) -> bool:
         return self.scheduler.has_work
 
     def add_request(self, request: Request) -> None:
-        check_prompt_fits(len(request.prompt_tokens), self.scheduler.config.max_context)
+        """Queue a request whose sampler the runner has prepared."""
         self._detokenizers[request.request_id] = StreamingDetokenizer(request.params.stop)
         self.scheduler.add_request(request)
 
@@ -62,6 +90,25 @@ class Engine:
         sampled = self.runner.execute(output)
         for request in self.scheduler.update(output, sampled):
             self._emit(request)
+        self._steps += 1
+        self._last_batch_tokens = output.num_tokens
+
+    def stats(self) -> EngineStats:
+        scheduler, cache = self.scheduler, self.scheduler.cache
+        return EngineStats(
+            steps=self._steps,
+            last_batch_tokens=self._last_batch_tokens,
+            waiting=len(scheduler.waiting),
+            running=len(scheduler.running),
+            kv_cells_used=scheduler.used_cells,
+            kv_cells_total=scheduler.config.total_cells,
+            cached_prefixes=len(cache),
+            prefix_hits=cache.hits,
+            prefix_misses=cache.misses,
+            prefix_hit_tokens=cache.hit_tokens,
+            preemptions=scheduler.preemptions,
+            finished=self.finished,
+        )
 
     def fail_all(self, error: BaseException) -> None:
         """The runner failed: every live request ends with the error instead of hanging."""
@@ -70,15 +117,19 @@ class Engine:
 
     def _emit(self, request: Request) -> None:
         token = request.output_tokens[-1]
+        if request.timings.first_token is None:
+            request.timings.first_token = time.monotonic()
         tokenizer = self.runner.tokenizer
         if tokenizer.is_eog(token):
-            self._finish(request, RequestStatus.FINISHED_STOPPED, "")
+            self._finish(request, RequestStatus.FINISHED_STOPPED, "", new_token=True)
             return
         delta = self._detokenizers[request.request_id].feed(tokenizer.token_bytes(token))
         if delta.stopped:
-            self._finish(request, RequestStatus.FINISHED_STOPPED, delta.text, stopped=True)
+            self._finish(
+                request, RequestStatus.FINISHED_STOPPED, delta.text, new_token=True, stopped=True
+            )
         elif self._at_length_limit(request):
-            self._finish(request, RequestStatus.FINISHED_LENGTH, delta.text)
+            self._finish(request, RequestStatus.FINISHED_LENGTH, delta.text, new_token=True)
         else:
             request.outputs.put(_output(request, delta.text, (token,)))
 
@@ -95,15 +146,18 @@ class Engine:
         text: str,
         error: BaseException | None = None,
         *,
+        new_token: bool = False,  # the last output token has not been sent yet
         stopped: bool = False,
     ) -> None:
         detokenizer = self._detokenizers.pop(request.request_id, None)
         if detokenizer is not None and not stopped:
             text += detokenizer.flush()
         # Free the KV cells before the caller hears "finished": it may submit again at once.
+        self.runner.free_sequences(self.scheduler.finish(request, status))
         self.runner.release(request)
-        self.scheduler.finish(request, status)
-        last = (request.output_tokens[-1],) if request.output_tokens else ()
+        request.timings.finished = time.monotonic()
+        self.finished += 1
+        last = (request.output_tokens[-1],) if new_token else ()
         request.outputs.put(_output(request, text, last, finished=True, error=error))
 
 
@@ -123,17 +177,25 @@ def _output(
         finish_reason=request.status.finish_reason if finished else None,
         prompt_tokens=len(request.prompt_tokens),
         completion_tokens=len(request.output_tokens),
+        cached_tokens=request.cached_tokens,
+        logprobs=(request.logprobs[-1],) if token_ids and request.logprobs else (),
         error=error,
     )
 
 
-def check_prompt_fits(prompt_tokens: int, max_context: int) -> None:
+def check_prompt_fits(prompt_tokens: int, max_tokens: int | None, max_context: int) -> None:
+    """Refuse before any compute, as OpenAI does: prompt + max_tokens must fit the context."""
     if prompt_tokens == 0:
         raise ValidationError("prompt", "", "is empty")
     if prompt_tokens >= max_context:
         raise ContextOverflowError(
             f"prompt has {prompt_tokens} tokens but the context holds {max_context}"
             " (room for at least one new token is needed)"
+        )
+    if max_tokens is not None and prompt_tokens + max_tokens > max_context:
+        raise ContextOverflowError(
+            f"prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the context"
+            f" of {max_context} tokens; ask for at most {max_context - prompt_tokens}"
         )
 
 
@@ -153,15 +215,16 @@ class Generation:
     def __init__(self, request: Request, owner: EngineThread) -> None:
         self.request = request
         self._owner = owner
+        self._done = False
 
     def __iter__(self) -> Iterator[RequestOutput]:
-        while True:
+        """The outputs not yet taken; once the final one was taken, nothing more."""
+        while not self._done:
             output = self.request.outputs.get()
+            self._done = output.finished
             if output.error is not None:
                 raise output.error
             yield output
-            if output.finished:
-                return
 
     def abort(self) -> None:
         self._owner.abort(self.request)
@@ -171,19 +234,76 @@ class Generation:
 
 
 class EngineThread:
-    def __init__(self, engine: Engine, name: str = "hearth-engine") -> None:
+    def __init__(
+        self, engine: Engine, *, max_queue: int = 256, name: str = "hearth-engine"
+    ) -> None:
         self.engine = engine
+        self.max_pending = engine.scheduler.config.max_seqs + max_queue
+        self._submitted = 0
+        self._count_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[_Submit | _Abort] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, prompt_tokens: list[int], params: SamplingParams) -> Generation:
-        check_prompt_fits(len(prompt_tokens), self.engine.scheduler.config.max_context)
-        request = Request(prompt_tokens=prompt_tokens, params=params)
-        self._send(_Submit(request))
-        return Generation(request, self)
+    def submit(
+        self, prompt_tokens: list[int], params: SamplingParams, *, cache_key: str = ""
+    ) -> Generation:
+        return self.submit_many(prompt_tokens, params, n=1, cache_key=cache_key)[0]
+
+    def submit_many(
+        self, prompt_tokens: list[int], params: SamplingParams, *, n: int, cache_key: str = ""
+    ) -> list[Generation]:
+        """``n`` completions of one prompt; they share its KV cells instead of recomputing them.
+
+        Raises ValidationError or ContextOverflowError for this request alone, and
+        EngineOverloadedError ("queue full") when ``max_queue`` requests already wait."""
+        if not 1 <= n <= MAX_N:
+            raise ValidationError("n", n, f"must be between 1 and {MAX_N}")
+        check_prompt_fits(len(prompt_tokens), params.max_tokens, self.max_context)
+        self._reserve(n)
+        requests: list[Request] = []
+        try:
+            for i in range(n):
+                seed = None if params.seed is None else (params.seed + i) % (MAX_SEED + 1)
+                request = Request(
+                    prompt_tokens=list(prompt_tokens),
+                    params=params if i == 0 else params.updated(seed=seed),
+                    cache_key=cache_key,
+                    follows=requests[0] if requests else None,
+                )
+                self.engine.runner.prepare(request)
+                requests.append(request)
+        except BaseException:
+            for request in requests:
+                self.engine.runner.release(request)
+            self._unreserve(n)
+            raise
+        for request in requests:
+            self._send(_Submit(request))
+        return [Generation(request, self) for request in requests]
+
+    @property
+    def max_context(self) -> int:
+        return self.engine.scheduler.config.max_context
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def _reserve(self, n: int) -> None:
+        with self._count_lock:
+            pending = self._submitted - self.engine.finished
+            if pending + n > self.max_pending:
+                raise EngineOverloadedError(
+                    f"queue full: {pending} requests in flight"
+                    f" (limit {self.max_pending}); retry later"
+                )
+            self._submitted += n
+
+    def _unreserve(self, n: int) -> None:
+        with self._count_lock:
+            self._submitted -= n
 
     def abort(self, request: Request) -> None:
         self._send(_Abort(request))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hearth.config import Settings
-from hearth.engine.engine import Engine, EngineThread, Generation
+from hearth.engine.engine import Engine, EngineStats, EngineThread, Generation
 from hearth.engine.runner import LlamaRunner, RunnerConfig
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.scheduler import SchedulerConfig
@@ -26,15 +26,22 @@ class EngineConfig:
     batch: int = 512
     threads: int = 2
     llama_log: bool = False
+    cache_seqs: int = 0  # finished sequences kept for prefix reuse
+    max_queue: int = 256  # requests waiting beyond max_seqs before "queue full"
+    kv_cells: int | None = None  # default: context × (max_seqs + cache_seqs)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, max_seqs: int | None = None) -> EngineConfig:
+    def from_settings(
+        cls, settings: Settings, *, max_seqs: int | None = None, cache_seqs: int | None = None
+    ) -> EngineConfig:
         return cls(
             context=settings.context,
             max_seqs=max_seqs or settings.max_seqs,
             batch=settings.batch,
             threads=settings.effective_threads,
             llama_log=settings.llama_log,
+            cache_seqs=settings.cache_seqs if cache_seqs is None else cache_seqs,
+            max_queue=settings.max_queue,
         )
 
 
@@ -44,19 +51,25 @@ class LLM:
             model_path,
             RunnerConfig(
                 n_ctx_per_seq=config.context,
-                n_seq_max=config.max_seqs,
+                n_seq_max=config.max_seqs + config.cache_seqs,
                 n_batch=config.batch,
                 n_threads=config.threads,
                 llama_log=config.llama_log,
+                n_cells=config.kv_cells,
+                swa_full=config.cache_seqs > 0,
             ),
         )
         self.tokenizer = runner.tokenizer
         self.context_length = runner.n_ctx_per_seq
         self.chat_template = _load_template(runner)
         scheduler = SchedulerConfig(
-            max_seqs=config.max_seqs, token_budget=config.batch, max_context=runner.n_ctx_per_seq
+            max_seqs=config.max_seqs,
+            token_budget=config.batch,
+            max_context=runner.n_ctx_per_seq,
+            kv_cells=runner.n_cells,
+            cache_seqs=config.cache_seqs,
         )
-        self._thread = EngineThread(Engine(runner, scheduler))
+        self._thread = EngineThread(Engine(runner, scheduler), max_queue=config.max_queue)
 
     def __enter__(self) -> LLM:
         return self
@@ -64,11 +77,22 @@ class LLM:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def complete(self, prompt: str, params: SamplingParams) -> Generation:
-        return self._thread.submit(self.tokenizer.tokenize(prompt), params)
+    def complete(self, prompt: str, params: SamplingParams, *, cache_key: str = "") -> Generation:
+        return self._thread.submit(self.tokenizer.tokenize(prompt), params, cache_key=cache_key)
 
-    def chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
-        return self._thread.submit(self.chat_tokens(messages), params)
+    def complete_many(
+        self, prompt: str, params: SamplingParams, n: int, *, cache_key: str = ""
+    ) -> list[Generation]:
+        tokens = self.tokenizer.tokenize(prompt)
+        return self._thread.submit_many(tokens, params, n=n, cache_key=cache_key)
+
+    def chat(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, cache_key: str = ""
+    ) -> Generation:
+        return self._thread.submit(self.chat_tokens(messages), params, cache_key=cache_key)
+
+    def stats(self) -> EngineStats:
+        return self._thread.stats()
 
     def chat_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
         if self.chat_template is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import queue
+import time
 from dataclasses import dataclass, field
 
 from hearth.engine.sampling import SamplingParams
@@ -40,6 +41,22 @@ _FINISH_REASONS = {
 _request_ids = itertools.count(1)
 
 
+@dataclass
+class RequestTimings:
+    """Monotonic timestamps for metrics: queued, first token, finished."""
+
+    queued: float
+    first_token: float | None = None
+    finished: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # most likely tokens at this position, best first
+
+
 @dataclass(frozen=True)
 class RequestOutput:
     """One chunk of a request's answer: new text and tokens since the previous chunk."""
@@ -51,6 +68,8 @@ class RequestOutput:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
     error: BaseException | None = None
 
 
@@ -62,7 +81,13 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     seq_id: int | None = None
     num_computed_tokens: int = 0
+    shared_tokens: int = 0  # computed tokens whose cells were copied from the prefix cache
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache (for usage reports)
+    cache_key: str = ""  # tenant: prefixes are only shared between requests with the same key
     output_tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    follows: Request | None = None  # n > 1: copy this request's prompt cells instead of computing
+    timings: RequestTimings = field(default_factory=lambda: RequestTimings(time.monotonic()))
     outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)
 
     @property

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import cast
 
 import llama_cpp
+import numpy as np
 
-from hearth.engine.request import Request
+from hearth.engine.request import Request, TokenLogprob
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.scheduler import SchedulerOutput
-from hearth.errors import EngineError, ModelLoadError
+from hearth.errors import EngineError, ModelLoadError, ValidationError
 
 _backend_lock = threading.Lock()
+DECODE_LOCK = threading.Lock()  # one llama_decode at a time across every model in the process
 _backend_ready = False
 _log_callback: object = None  # kept alive: llama.cpp holds a raw pointer to it
 
@@ -29,10 +31,12 @@ _log_callback: object = None  # kept alive: llama.cpp holds a raw pointer to it
 @dataclass(frozen=True)
 class RunnerConfig:
     n_ctx_per_seq: int  # capped by the model's training context
-    n_seq_max: int
+    n_seq_max: int  # live sequences plus those the prefix cache keeps
     n_batch: int
     n_threads: int
     llama_log: bool = False
+    n_cells: int | None = None  # KV cells in all; default n_ctx_per_seq × n_seq_max
+    swa_full: bool = False  # full-size sliding-window cache: needed to reuse cached prefixes
 
 
 def _init_backend(llama_log: bool) -> None:
@@ -110,9 +114,11 @@ class LlamaRunner:
         self.n_ctx_train: int = llama_cpp.llama_model_n_ctx_train(self._model)
         self.n_ctx_per_seq = min(config.n_ctx_per_seq, self.n_ctx_train or config.n_ctx_per_seq)
         self._closed = False
-        self._ctx = _new_context(self._model, config, self.n_ctx_per_seq * config.n_seq_max)
+        self.n_cells = config.n_cells or self.n_ctx_per_seq * config.n_seq_max
+        self._ctx = _new_context(self._model, config, self.n_cells)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self.tokenizer = LlamaTokenizer(llama_cpp.llama_model_get_vocab(self._model))
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.tokenizer = LlamaTokenizer(self._vocab)
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._samplers: dict[int, llama_cpp.llama_sampler_p] = {}
 
@@ -127,30 +133,65 @@ class LlamaRunner:
         n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buffer, 4096)
         return buffer.value.decode("utf-8", errors="replace") if n >= 0 else None
 
-    # -- one engine step ------------------------------------------------------------------------
+    # -- requests -------------------------------------------------------------------------------
 
-    def execute(self, output: SchedulerOutput) -> dict[int, int]:
-        """Compute the scheduled tokens in one decode; return request_id → sampled token."""
-        if not output.chunks:
-            return {}
-        to_sample = self._fill_batch(output)
-        status = llama_cpp.llama_decode(self._ctx, self._batch)
-        if status != 0:
-            raise EngineError(f"llama_decode failed with status {status}")
-        return {
-            request.request_id: llama_cpp.llama_sampler_sample(
-                self._sampler(request), self._ctx, index
-            )
-            for request, index in to_sample
-        }
+    def prepare(self, request: Request) -> None:
+        """Build the request's sampler chain (in the caller's thread: a bad grammar fails there,
+        for that request only, before it reaches the engine)."""
+        self._samplers[request.request_id] = build_sampler_chain(
+            request.params, self._vocab, self.tokenizer.n_vocab, self.n_ctx_per_seq
+        )
 
     def release(self, request: Request) -> None:
-        """Free the request's KV cells and sampler."""
-        if request.seq_id is not None:
-            llama_cpp.llama_memory_seq_rm(self._memory, request.seq_id, -1, -1)
+        """Free the request's sampler (its cells are freed through ``free_sequences``)."""
         sampler = self._samplers.pop(request.request_id, None)
         if sampler is not None:
             llama_cpp.llama_sampler_free(sampler)
+
+    def free_sequences(self, seq_ids: list[int]) -> None:
+        for seq_id in seq_ids:
+            llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+
+    def sequence_span(self, seq_id: int) -> tuple[int, int]:
+        """Lowest and highest position holding cells of ``seq_id`` ((-1, -1) when empty)."""
+        return (
+            llama_cpp.llama_memory_seq_pos_min(self._memory, seq_id),
+            llama_cpp.llama_memory_seq_pos_max(self._memory, seq_id),
+        )
+
+    # -- one engine step ------------------------------------------------------------------------
+
+    def execute(self, output: SchedulerOutput) -> dict[int, int]:
+        """Free and copy sequences, compute the scheduled tokens in one decode, sample.
+
+        Returns request_id → sampled token. One decode at a time in the whole process: two
+        llama.cpp contexts decoding at once on the same cores slow each other down many times.
+        """
+        self.free_sequences(output.frees)
+        for copy in output.copies:
+            llama_cpp.llama_memory_seq_rm(self._memory, copy.dst, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, copy.src, copy.dst, 0, copy.length)
+        if not output.chunks:
+            return {}
+        to_sample = self._fill_batch(output)
+        with DECODE_LOCK:
+            status = llama_cpp.llama_decode(self._ctx, self._batch)
+            if status != 0:
+                raise EngineError(f"llama_decode failed with status {status}")
+            return {
+                request.request_id: self._sample(request, index) for request, index in to_sample
+            }
+
+    def _sample(self, request: Request, index: int) -> int:
+        token: int = llama_cpp.llama_sampler_sample(
+            self._samplers[request.request_id], self._ctx, index
+        )
+        if request.params.logprobs is not None:
+            logits = llama_cpp.llama_get_logits_ith(self._ctx, index)
+            request.logprobs.append(
+                token_logprobs(logits, self.tokenizer.n_vocab, token, request.params.logprobs)
+            )
+        return token
 
     def close(self) -> None:
         for sampler in self._samplers.values():
@@ -195,37 +236,37 @@ class LlamaRunner:
         batch.n_tokens = n
         return to_sample
 
-    def _sampler(self, request: Request) -> llama_cpp.llama_sampler_p:
-        sampler = self._samplers.get(request.request_id)
-        if sampler is None:
-            sampler = build_sampler_chain(
-                request.params, self.tokenizer.n_vocab, self.n_ctx_per_seq
-            )
-            self._samplers[request.request_id] = sampler
-        return sampler
-
 
 def build_sampler_chain(
-    params: SamplingParams, n_vocab: int, n_ctx: int
+    params: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int, n_ctx: int
 ) -> llama_cpp.llama_sampler_p:
-    """One chain per request, in llama.cpp's order: penalties, truncation, temperature, draw."""
+    """One chain per request, in llama.cpp's order: bias, penalties, grammar, truncation,
+    temperature, draw."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
     def add(sampler: llama_cpp.llama_sampler_p) -> None:
         llama_cpp.llama_sampler_chain_add(chain, sampler)
 
-    if params.uses_penalties:
-        # -1 means "the whole context", as in Ollama's repeat_last_n.
-        last_n = params.repeat_last_n if params.repeat_last_n >= 0 else n_ctx
-        add(
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab,
-                last_n,
-                params.repeat_penalty,
-                params.frequency_penalty,
-                params.presence_penalty,
+    try:
+        if params.logit_bias:
+            add(_logit_bias_sampler(params.logit_bias, n_vocab))
+        if params.uses_penalties:
+            # -1 means "the whole context", as in Ollama's repeat_last_n.
+            last_n = params.repeat_last_n if params.repeat_last_n >= 0 else n_ctx
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab,
+                    last_n,
+                    params.repeat_penalty,
+                    params.frequency_penalty,
+                    params.presence_penalty,
+                )
             )
-        )
+        if params.grammar is not None:
+            add(_grammar_sampler(vocab, params.grammar))
+    except ValidationError:
+        llama_cpp.llama_sampler_free(chain)
+        raise
     if params.greedy:
         add(llama_cpp.llama_sampler_init_greedy())
         return cast("llama_cpp.llama_sampler_p", chain)
@@ -241,6 +282,46 @@ def build_sampler_chain(
     seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
     add(llama_cpp.llama_sampler_init_dist(seed))
     return cast("llama_cpp.llama_sampler_p", chain)
+
+
+def _logit_bias_sampler(
+    bias: tuple[tuple[int, float], ...], n_vocab: int
+) -> llama_cpp.llama_sampler_p:
+    for token, _ in bias:
+        if not 0 <= token < n_vocab:
+            raise ValidationError(
+                "logit_bias", token, f"token id outside the vocabulary (0..{n_vocab - 1})"
+            )
+    entries = (llama_cpp.llama_logit_bias * len(bias))(
+        *(llama_cpp.llama_logit_bias(token, value) for token, value in bias)
+    )
+    return cast(
+        "llama_cpp.llama_sampler_p",
+        llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), entries),
+    )
+
+
+def _grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str) -> llama_cpp.llama_sampler_p:
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not sampler:
+        raise ValidationError(
+            "grammar", _abbreviate(grammar), "llama.cpp could not parse the grammar"
+        )
+    return cast("llama_cpp.llama_sampler_p", sampler)
+
+
+def _abbreviate(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def token_logprobs(logits: object, n_vocab: int, token: int, top: int) -> TokenLogprob:
+    """Log-probabilities of the model's distribution (before sampling transforms)."""
+    row = np.ctypeslib.as_array(cast("ctypes._Pointer[ctypes.c_float]", logits), shape=(n_vocab,))
+    peak = float(row.max())
+    log_total = peak + float(np.log(np.exp(row - peak, dtype=np.float64).sum()))
+    best = np.argpartition(row, -top)[-top:] if top > 0 else np.array([], dtype=np.int64)
+    ranked = sorted(((int(t), float(row[t]) - log_total) for t in best), key=lambda p: -p[1])
+    return TokenLogprob(token, float(row[token]) - log_total, tuple(ranked))
 
 
 def _load_model(path: Path) -> llama_cpp.llama_model_p:
@@ -262,6 +343,7 @@ def _new_context(
     params.n_threads = config.n_threads
     params.n_threads_batch = config.n_threads
     params.kv_unified = True  # every sequence draws from one pool of cells
+    params.swa_full = config.swa_full
     params.no_perf = True
     ctx = llama_cpp.llama_init_from_model(model, params)
     if not ctx:

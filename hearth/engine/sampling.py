@@ -15,6 +15,8 @@ from hearth.errors import ValidationError
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 256
+MAX_TOP_LOGPROBS = 20  # as OpenAI: bounds the work per token
+MAX_LOGIT_BIAS = 300
 MAX_SEED = 2**32 - 2  # 2**32 - 1 is llama.cpp's "pick a random seed" sentinel
 
 
@@ -32,6 +34,9 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
+    grammar: str | None = None  # GBNF; see hearth.engine.grammar for JSON and JSON Schema
+    logprobs: int | None = None  # None: off; k: the sampled token's logprob and the top k
 
     def __post_init__(self) -> None:
         _check_range("temperature", self.temperature, 0.0, 100.0)
@@ -48,6 +53,13 @@ class SamplingParams:
         if self.max_tokens is not None:
             _check_int("max_tokens", self.max_tokens, 1, 10_000_000)
         _check_stop(self.stop)
+        _check_logit_bias(self.logit_bias)
+        if self.grammar is not None and (
+            not isinstance(self.grammar, str) or not self.grammar.strip()
+        ):
+            raise ValidationError("grammar", self.grammar, "must be a non-empty GBNF string")
+        if self.logprobs is not None:
+            _check_int("logprobs", self.logprobs, 0, MAX_TOP_LOGPROBS)
 
     @property
     def greedy(self) -> bool:
@@ -75,6 +87,10 @@ class SamplingParams:
             raise ValidationError(name, raw, f"unknown parameter; known: {_known_names()}")
         if name == "stop":
             return self.updated(stop=(*self.stop, raw))
+        if name == "grammar":
+            return self.updated(grammar=raw)
+        if name == "logit_bias":
+            raise ValidationError(name, raw, "set it through the API, as a token-to-bias map")
         return self.updated(**{name: _parse_scalar(name, raw)})
 
     @classmethod
@@ -86,7 +102,20 @@ class SamplingParams:
             changes["stop"] = (stop,)
         elif isinstance(stop, list):
             changes["stop"] = tuple(stop)
+        bias = changes.get("logit_bias")
+        if isinstance(bias, Mapping):  # OpenAI's {"token id": bias}
+            changes["logit_bias"] = tuple(_bias_pairs(bias))
         return cls().updated(**changes)
+
+
+def _bias_pairs(bias: Mapping[Any, Any]) -> list[tuple[int, float]]:
+    pairs = []
+    for key, value in bias.items():
+        try:
+            pairs.append((int(key), float(value)))
+        except (TypeError, ValueError):
+            raise ValidationError("logit_bias", key, "keys must be token ids") from None
+    return pairs
 
 
 PARAMETER_NAMES = frozenset(f.name for f in fields(SamplingParams))
@@ -108,7 +137,7 @@ def _parse_scalar(name: str, raw: str) -> float | int | None:
         raise ValidationError(name, raw, f"must be {expected}") from None
 
 
-_INT_FIELDS = frozenset({"top_k", "repeat_last_n", "seed", "max_tokens"})
+_INT_FIELDS = frozenset({"top_k", "repeat_last_n", "seed", "max_tokens", "logprobs"})
 
 
 def _check_range(
@@ -136,3 +165,17 @@ def _check_stop(stop: object) -> None:
     for s in stop:
         if not s or len(s) > MAX_STOP_LENGTH:
             raise ValidationError("stop", s, f"must be 1 to {MAX_STOP_LENGTH} characters")
+
+
+def _check_logit_bias(bias: object) -> None:
+    if not isinstance(bias, tuple) or len(bias) > MAX_LOGIT_BIAS:
+        raise ValidationError(
+            "logit_bias", bias, f"must be at most {MAX_LOGIT_BIAS} (token, bias) pairs"
+        )
+    for pair in bias:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValidationError("logit_bias", pair, "each entry must be a (token id, bias) pair")
+        token, value = pair
+        if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+            raise ValidationError("logit_bias", token, "token ids must be non-negative integers")
+        _check_range("logit_bias", value, -100.0, 100.0)

@@ -131,6 +131,27 @@ class BlobStore:
             raise
         return blob
 
+    def adopt(self, path: Path) -> Blob:
+        """Make the finished, fsynced file ``path`` a blob by renaming it (no copy).
+
+        ``path`` must be a temporary file in this store's root (so the rename is atomic); it is
+        consumed either way: renamed onto its digest name, or removed if that blob exists.
+        """
+        if path.parent != self.root or not path.name.startswith(TEMP_PREFIX):
+            raise StoreError(f"{path} is not a temporary file of the blob store {self.root}")
+        hasher = hashlib.sha256()
+        size = 0
+        for chunk in read_chunks(path):
+            hasher.update(chunk)
+            size += len(chunk)
+        blob = Blob(f"{ALGORITHM}:{hasher.hexdigest()}", size)
+        if self.has(blob.digest):
+            path.unlink()
+        else:
+            os.replace(path, self.path(blob.digest))
+            fsync_dir(self.root)
+        return blob
+
     def _existing(self, digest: str, progress: Progress | None) -> Blob:
         size = self.size(digest)
         if progress is not None:

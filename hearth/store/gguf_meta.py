@@ -15,6 +15,7 @@ from typing import Any
 import gguf
 
 from hearth.errors import InvalidModelFileError
+from hearth.store.gguf_shape import ModelShape, shape_from_metadata
 
 GGUF_MAGIC = b"GGUF"
 _FILE_TYPE_PREFIXES = ("MOSTLY_", "ALL_")
@@ -31,6 +32,7 @@ class GGUFInfo:
     chat_template: str | None
     tensor_count: int
     file_size: int
+    shape: ModelShape  # what the engine's memory estimate needs
 
 
 def read_gguf_info(path: Path) -> GGUFInfo:
@@ -92,7 +94,19 @@ def _info(reader: gguf.GGUFReader, file_size: int) -> GGUFInfo:
         chat_template=_optional_str(_field(reader, gguf.Keys.Tokenizer.CHAT_TEMPLATE)),
         tensor_count=len(reader.tensors),
         file_size=file_size,
+        shape=_shape(reader, architecture),
     )
+
+
+def _shape(reader: gguf.GGUFReader, architecture: str) -> ModelShape:
+    prefix = f"{architecture}."
+    metadata = {
+        name: field.contents()
+        for name, field in reader.fields.items()
+        if name.startswith(prefix) or name == gguf.Keys.General.ARCHITECTURE
+    }
+    tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
+    return shape_from_metadata(metadata, len(tokens.data) if tokens is not None else None)
 
 
 def _field(reader: gguf.GGUFReader, key: str) -> Any:

@@ -2,8 +2,8 @@
 
 A model is an OCI artifact (image-spec 1.1) of ``artifactType`` ``application/vnd.hearth.model.v1``:
 the config blob is a small JSON :class:`ModelConfig`, and each layer is one file (the GGUF, a
-LoRA adapter, a chat template, parameters, a system prompt, the license text), told apart by
-its media type (:class:`MediaType`). docs/STORE.md shows a whole manifest.
+LoRA adapter, a chat template, parameters, a system prompt, the license text, the model card),
+told apart by its media type (:class:`MediaType`). docs/STORE.md shows a whole manifest.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ class MediaType:
     PARAMS = "application/vnd.hearth.model.params+json"
     SYSTEM = "application/vnd.hearth.model.system.txt"
     LICENSE = "application/vnd.hearth.model.license.txt"
+    CARD = "application/vnd.hearth.model.card.md"  # a converted model's README.md
 
-    LAYERS = frozenset({MODEL, ADAPTER, TEMPLATE, PARAMS, SYSTEM, LICENSE})
+    LAYERS = frozenset({MODEL, ADAPTER, TEMPLATE, PARAMS, SYSTEM, LICENSE, CARD})
 
 
 class _Invalid(ValueError):

@@ -14,6 +14,7 @@ import difflib
 import fcntl
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hearth.config import Settings
+from hearth.convert import convert_hf_to_gguf
+from hearth.convert.hf_folder import read_card, read_license_file
 from hearth.errors import (
     InvalidModelFileError,
     InvalidNameError,
@@ -30,7 +33,7 @@ from hearth.errors import (
 )
 from hearth.log import get_logger
 from hearth.store.blobs import Blob, BlobStore, Progress, fsync_dir
-from hearth.store.catalogue import catalogue_names, find_entry
+from hearth.store.catalogue import CatalogueEntry, PackageFormat, catalogue_names, find_entry
 from hearth.store.digest import digest_bytes
 from hearth.store.gguf_meta import GGUFInfo, read_gguf_info
 from hearth.store.manifest import TITLE_ANNOTATION, Descriptor, Manifest, MediaType, ModelConfig
@@ -40,7 +43,12 @@ from hearth.store.names import (
     name_from_manifest_path,
     parse_name,
 )
-from hearth.store.sources.package import package_digest, pull_package
+from hearth.store.sources.package import (
+    package_digest,
+    package_model_dir,
+    package_source,
+    pull_package,
+)
 
 log = get_logger(__name__)
 
@@ -129,6 +137,8 @@ class Store:
         entry = find_entry(wanted)
         if entry is None:
             raise self._no_source(name, wanted)
+        if entry.format is PackageFormat.SAFETENSORS:
+            return self._pull_converted(wanted, entry, progress)
         with self._locked():
             current = self._up_to_date(wanted, package_digest(entry))
             if current is not None:
@@ -150,6 +160,22 @@ class Store:
             blob = self.blobs.write_file(path, progress=progress)
             config = _config(info, license_id=info.license, source=f"file:{path.name}")
             return self._commit(wanted, config, [_model_layer(blob, path.name)])
+
+    def import_hf_dir(self, path: Path, name: str, progress: Progress | None = None) -> LocalModel:
+        """Convert a Hugging Face safetensors folder to GGUF and add it as ``name``.
+
+        The license comes from the model card's front matter; the card (and a LICENSE file, if
+        any) become layers. A folder that cannot be converted leaves the store unchanged.
+        """
+        wanted = parse_name(name)
+        folder_name = path.resolve().name
+        converted, info = self._convert(path, folder_name, progress)
+        try:
+            with self._locked():
+                source = f"dir:{folder_name}"
+                return self._commit_converted(wanted, converted, info, path, None, source)
+        finally:
+            converted.unlink(missing_ok=True)  # gone already unless something failed
 
     # Changing names --------------------------------------------------------------------------
 
@@ -284,6 +310,62 @@ class Store:
             return None
         layer = model.manifest.layer(MediaType.MODEL)
         return model if layer is not None and layer.digest == model_digest else None
+
+    def _pull_converted(
+        self, wanted: ModelName, entry: CatalogueEntry, progress: Progress | None
+    ) -> LocalModel:
+        """A safetensors package: convert its folder, unless this version is already stored."""
+        folder = package_model_dir(entry)
+        source = package_source(entry)
+        current = self._converted_from(wanted, source)
+        if current is not None:
+            if progress is not None:
+                progress(current.size, current.size)
+            return current
+        converted, info = self._convert(folder, entry.upstream_name, progress)
+        try:
+            with self._locked():
+                return self._commit_converted(
+                    wanted, converted, info, folder, entry.license_id, source
+                )
+        finally:
+            converted.unlink(missing_ok=True)
+
+    def _converted_from(self, name: ModelName, source: str) -> LocalModel | None:
+        try:
+            model = self._load(name, name.manifest_path(self.manifests_dir))
+        except (ModelNotFoundError, StoreError):
+            return None
+        return model if model.info.source == source else None
+
+    def _convert(
+        self, folder: Path, model_name: str, progress: Progress | None
+    ) -> tuple[Path, GGUFInfo]:
+        """Convert into a temporary file under blobs/ (no lock: other mutations may go on)."""
+        target = self.blobs.root / f"{TEMP_PREFIX}convert-{uuid.uuid4().hex}.gguf"
+        try:
+            convert_hf_to_gguf(folder, target, name=model_name, progress=progress)
+            return target, read_gguf_info(target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def _commit_converted(
+        self,
+        name: ModelName,
+        converted: Path,
+        info: GGUFInfo,
+        folder: Path,
+        license_id: str | None,
+        source: str,
+    ) -> LocalModel:
+        """Adopt the converted GGUF as the model blob and write the manifest (lock held)."""
+        blob = self.blobs.adopt(converted)
+        layers = [_model_layer(blob, f"{info.name or name.name}.gguf")]
+        layers += self._text_layers(MediaType.LICENSE, read_license_file(folder))
+        layers += self._text_layers(MediaType.CARD, read_card(folder))
+        config = _config(info, license_id=license_id or info.license, source=source)
+        return self._commit(name, config, layers)
 
     def _check_gguf_blob(self, blob: Blob) -> GGUFInfo:
         try:

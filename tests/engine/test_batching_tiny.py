@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,29 +14,15 @@ from hearth.engine.llm import LLM, EngineConfig
 from hearth.engine.runner import DECODE_LOCK
 from hearth.engine.sampling import SamplingParams
 from hearth.errors import ContextOverflowError, EngineOverloadedError, ValidationError
+from tests import greedy
+from tests.greedy import tokens_of
 
 GREEDY = SamplingParams(temperature=0, max_tokens=16, logprobs=2)
-NEAR_TIE = 0.02  # logprob gap under which float noise may decide a greedy choice
-
-
-def tokens_of(generation: Generation) -> list[int]:
-    generation.text()
-    return generation.request.output_tokens
+NEAR_TIE = 0.02  # logprob gap under which batch composition may decide a greedy choice
 
 
 def decided_tokens(generation: Generation) -> list[int]:
-    """The greedy tokens up to the first near tie between the two most likely tokens.
-
-    llama.cpp's results depend in the last bits on batch composition and KV layout; on a random
-    model two logits sometimes tie within that noise, and from there on the texts may differ
-    for reasons that are not Hearth's. Every token before the first tie must match exactly."""
-    generation.text()
-    tokens = []
-    for entry in generation.request.logprobs:
-        if len(entry.top) > 1 and entry.top[0][1] - entry.top[1][1] < NEAR_TIE:
-            break
-        tokens.append(entry.token)
-    return tokens
+    return greedy.decided_tokens(generation, NEAR_TIE)
 
 
 def make_llm(path: Path, **overrides: object) -> LLM:
@@ -188,3 +175,15 @@ def test_random_aborts_leak_no_kv_cells(tiny_model: Path) -> None:
             span = runner.sequence_span(seq_id)  # type: ignore[attr-defined]
             assert (span == (-1, -1)) == (seq_id not in cached), (seq_id, span)
         assert stats.kv_cells_used == engine.scheduler.cache.cells
+
+
+def test_deadline_aborts_the_request_and_frees_its_sequence(tiny_model: Path) -> None:
+    with make_llm(tiny_model, max_seqs=1) as model:
+        with DECODE_LOCK:  # the engine is stuck in a decode until the deadline has passed
+            late = model.complete("slow", SamplingParams(temperature=0), timeout=0.05)
+            time.sleep(0.2)
+        outputs = list(late)
+        assert outputs[-1].finish_reason == "abort"
+        assert tokens_of(model.complete("next", GREEDY))  # its sequence was freed
+        with pytest.raises(ValidationError, match="timeout"):
+            model.complete("x", GREEDY, timeout=0)

@@ -9,6 +9,7 @@ import pytest
 
 from hearth.engine.llm import LLM, EngineConfig
 from hearth.engine.sampling import SamplingParams
+from tests.greedy import decided_tokens, tokens_of
 
 pytestmark = pytest.mark.gemma
 
@@ -35,14 +36,18 @@ def test_greedy_output_is_identical_across_runs_and_readable(gemma: LLM) -> None
 
 
 def test_greedy_alone_equals_greedy_in_a_batch(gemma: LLM) -> None:
-    params = SamplingParams(temperature=0, max_tokens=24)
-    alone = gemma.complete(PROMPT, params).text()
+    params = SamplingParams(temperature=0, max_tokens=24, logprobs=2)
+    single = gemma.complete(PROMPT, params)
+    alone = decided_tokens(single, margin=0.25)  # see tests/greedy.py
     batch = [
         gemma.complete(PROMPT if i % 2 == 0 else f"Question {i}: why?", params) for i in range(4)
     ]
-    texts = [g.text() for g in batch]
-    assert texts[0] == alone
-    assert texts[2] == alone
+    for generation in (batch[0], batch[2]):
+        assert tokens_of(generation)[: len(alone)] == alone
+        first, reference = generation.request.logprobs[0], single.request.logprobs[0]
+        assert first.token == reference.token
+        assert first.logprob == pytest.approx(reference.logprob, abs=0.05)
+    assert alone
 
 
 def test_stop_string_cuts_the_answer(gemma: LLM) -> None:

@@ -6,6 +6,7 @@ import typer
 
 from hearth import __version__
 from hearth.cli import run as run_cmd
+from hearth.cli import serve as serve_cmd
 from hearth.cli import store_cmds
 from hearth.cli.console import cli_errors, out
 from hearth.config import ENVIRONMENT, get_settings
@@ -27,6 +28,7 @@ def _setup() -> None:
 
 
 app.command("run")(cli_errors(run_cmd.run))
+app.command("serve")(cli_errors(serve_cmd.serve))
 
 app.command("pull")(cli_errors(store_cmds.pull))
 app.command("import")(cli_errors(store_cmds.import_model))

@@ -102,6 +102,27 @@ class LLM:
     def stats(self) -> EngineStats:
         return self._thread.stats()
 
+    def generate(
+        self,
+        tokens: list[int],
+        params: SamplingParams,
+        *,
+        n: int = 1,
+        cache_key: str = "",
+        timeout: float | None = None,
+    ) -> list[Generation]:
+        """``n`` completions of an already tokenized prompt."""
+        return self._thread.submit_many(
+            tokens, params, n=n, cache_key=cache_key, timeout=timeout
+        )
+
+    def conversation_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """A chat through the model's template; a base model without one gets the messages'
+        text joined by blank lines, as a plain completion prompt (what Ollama does too)."""
+        if self.chat_template is None:
+            return self.tokenizer.tokenize("\n\n".join(m.content for m in messages))
+        return self.chat_tokens(messages)
+
     def chat_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
         if self.chat_template is None:
             raise TemplateError("this model has no chat template; use plain completion")

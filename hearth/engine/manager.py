@@ -190,6 +190,10 @@ class ModelManager:
         finally:
             self._release(slot)
 
+    @property
+    def store(self) -> Store:
+        return self._store
+
     def estimate(self, model: LocalModel) -> MemoryEstimate:
         """What the budget charges ``model`` with this manager's engine settings."""
         estimate = self._estimates.get(model.model_path)

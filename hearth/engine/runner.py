@@ -87,6 +87,10 @@ class LlamaTokenizer:
             self._pieces[token] = piece
         return piece
 
+    def piece_text(self, token: int) -> str:
+        """One token's text on its own (a partial UTF-8 character becomes U+FFFD)."""
+        return self.token_bytes(token).decode("utf-8", errors="replace")
+
     def detokenize(self, tokens: list[int]) -> str:
         return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
 

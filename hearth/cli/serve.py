@@ -1,0 +1,52 @@
+"""`hearth serve`: the OpenAI-compatible API on HEARTH_HOST (default 127.0.0.1:11435)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import typer
+
+from hearth.cli.console import err
+from hearth.config import get_settings
+from hearth.errors import ConfigError
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="host:port to bind (default HEARTH_HOST)")
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback bind without API keys")
+    ] = False,
+) -> None:
+    """Serve the OpenAI-compatible API."""
+    import uvicorn
+
+    from hearth.server.app import create_app
+
+    settings = get_settings()
+    address, port = split_host(host or settings.host)
+    if not is_loopback(address) and not insecure_no_auth:
+        raise ConfigError(
+            f"refusing to bind {address}: API keys are not enforced by this version of the"
+            " server; bind 127.0.0.1, or pass --insecure-no-auth to accept the risk"
+        )
+    err.print(f"[dim]Hearth listening on http://{address}:{port} (OpenAI API under /v1)[/]")
+    uvicorn.run(create_app(settings), host=address, port=port, log_level="warning")
+
+
+def split_host(value: str) -> tuple[str, int]:
+    address, _, port = value.rpartition(":")
+    if not address or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"HEARTH_HOST must be host:port, got {value!r}")
+    return address.strip("[]"), int(port)
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,53 @@
+"""The FastAPI application: routes, error handlers, and the model manager's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from hearth import __version__
+from hearth.config import Settings
+from hearth.engine.manager import ModelManager
+from hearth.server.errors import install_error_handlers, openai_error
+from hearth.server.openai.routes import router as openai_router
+from hearth.store import Store
+
+MAX_BODY_BYTES = 8 * 2**20
+
+
+def create_app(settings: Settings, manager: ModelManager | None = None) -> FastAPI:
+    """The app; it creates (and closes) its own ModelManager unless one is given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = manager is None
+        app.state.manager = manager or ModelManager(Store(settings), settings)
+        if owned:
+            app.state.manager.start_reaper()
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.manager.close()
+
+    app = FastAPI(title="Hearth", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return openai_error(
+                413, f"request body over {MAX_BODY_BYTES} bytes", type_="invalid_request_error"
+            )
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    app.include_router(openai_router)
+    return app

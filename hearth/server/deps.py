@@ -1,0 +1,62 @@
+"""What route handlers share: the model manager, leases on loaded models, the engine bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
+
+from fastapi import Request
+
+from hearth.engine.engine import Generation
+from hearth.engine.llm import LLM
+from hearth.engine.manager import ModelManager
+from hearth.engine.request import RequestOutput
+
+
+def manager_of(request: Request) -> ModelManager:
+    manager: ModelManager = request.app.state.manager
+    return manager
+
+
+@asynccontextmanager
+async def model_lease(manager: ModelManager, name: str) -> AsyncIterator[LLM]:
+    """Hold ``name`` loaded for the ``async with`` block (loading it, in a thread, if needed)."""
+    lease: AbstractContextManager[LLM] = manager.acquire(name)
+    llm = await asyncio.to_thread(lease.__enter__)
+    try:
+        yield llm
+    finally:
+        await asyncio.to_thread(lease.__exit__, None, None, None)
+
+
+def _next_outputs(outputs: queue.Queue[RequestOutput]) -> list[RequestOutput]:
+    """Block for one output, then take whatever else is already there (fewer thread hops)."""
+    batch = [outputs.get()]
+    while not batch[-1].finished:
+        try:
+            batch.append(outputs.get_nowait())
+        except queue.Empty:
+            break
+    return batch
+
+
+async def stream_outputs(generation: Generation) -> AsyncIterator[RequestOutput]:
+    """The generation's outputs, read without blocking the event loop. Closing this iterator
+    early (the client went away) aborts the request, which frees its KV cells."""
+    finished = False
+    try:
+        while not finished:
+            for output in await asyncio.to_thread(_next_outputs, generation.request.outputs):
+                if output.error is not None:
+                    raise output.error
+                finished = output.finished
+                yield output
+    finally:
+        if not finished:
+            generation.abort()
+
+
+async def collect(generation: Generation) -> list[RequestOutput]:
+    return [output async for output in stream_outputs(generation)]

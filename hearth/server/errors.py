@@ -1,0 +1,101 @@
+"""One place that maps Hearth's exceptions to HTTP status codes and wire error objects.
+
+OpenAI routes answer ``{"error": {"message", "type", "param", "code"}}``; Ollama routes (from
+the server issue's Ollama part on) answer ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hearth import errors
+
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class WireError:
+    status: int
+    type: str
+    code: str | None
+
+
+def classify(error: errors.HearthError) -> WireError:
+    """HTTP status, OpenAI error type and code for ``error``."""
+    table: list[tuple[type[errors.HearthError], WireError]] = [
+        (errors.ValidationError, WireError(400, "invalid_request_error", "invalid_value")),
+        (
+            errors.ContextOverflowError,
+            WireError(400, "invalid_request_error", "context_length_exceeded"),
+        ),
+        (errors.TemplateError, WireError(400, "invalid_request_error", "template_error")),
+        (errors.InvalidNameError, WireError(400, "invalid_request_error", "invalid_model_name")),
+        (errors.ModelNotFoundError, WireError(404, "invalid_request_error", "model_not_found")),
+        (errors.EngineOverloadedError, WireError(429, "rate_limit_error", "queue_full")),
+        (errors.InsufficientMemoryError, WireError(503, "server_error", "insufficient_memory")),
+        (errors.SourceUnavailableError, WireError(404, "invalid_request_error", "model_not_found")),
+    ]
+    for kind, wire in table:
+        if isinstance(error, kind):
+            return wire
+    return WireError(500, "server_error", None)
+
+
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def response_for(error: errors.HearthError) -> JSONResponse:
+    wire = classify(error)
+    param = error.param if isinstance(error, errors.ValidationError) else None
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if wire.status == 429 else None
+    return openai_error(
+        wire.status, str(error), type_=wire.type, param=param, code=wire.code, headers=headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.HearthError)
+    async def hearth_error(_: Request, error: errors.HearthError) -> JSONResponse:
+        return response_for(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        location = [str(part) for part in first.get("loc", ()) if part != "body"]
+        param = ".".join(location) or None
+        if first.get("type") == "json_invalid":
+            return openai_error(
+                400,
+                "the request body is not valid JSON",
+                type_="invalid_request_error",
+                code="invalid_json",
+            )
+        message = f"{param}: {first.get('msg', 'invalid value')}" if param else "invalid request"
+        return openai_error(
+            400, message, type_="invalid_request_error", param=param, code="invalid_value"
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if error.status_code < 500 else "server_error"
+        return openai_error(error.status_code, str(error.detail), type_=type_)
+
+
+def finite(value: float | None) -> bool:
+    return value is None or math.isfinite(value)

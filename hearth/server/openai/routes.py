@@ -1,0 +1,201 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from hearth.engine.engine import Generation
+from hearth.engine.llm import LLM
+from hearth.engine.request import RequestOutput
+from hearth.server.deps import collect, manager_of, model_lease, stream_outputs
+from hearth.server.openai import convert
+from hearth.server.openai.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+)
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/models")
+async def list_models(request: Request) -> ModelList:
+    store = manager_of(request).store
+    cards = [_card(str(m.name), int(m.modified.timestamp())) for m in store.list()]
+    return ModelList(data=cards)
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    model = manager_of(request).store.resolve(model_id)
+    return _card(str(model.name), int(model.modified.timestamp()))
+
+
+def _card(name: str, created: int) -> ModelCard:
+    return ModelCard(id=name, created=created)
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    params = convert.chat_params(body)
+    messages = convert.chat_messages(body)
+    stack = AsyncExitStack()
+    try:
+        llm = await stack.enter_async_context(model_lease(manager_of(request), body.model))
+        generations = llm.generate(llm.conversation_tokens(messages), params, n=body.n)
+    except BaseException:
+        await stack.aclose()
+        raise
+    reply = _Reply("chat.completion", body.model, llm, generations)
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return _sse(reply.chat_chunks(usage), stack)
+    async with stack:
+        return JSONResponse(await reply.chat_response())
+
+
+@router.post("/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    params = convert.completion_params(body)
+    prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
+    stack = AsyncExitStack()
+    try:
+        llm = await stack.enter_async_context(model_lease(manager_of(request), body.model))
+        generations = llm.generate(llm.tokenizer.tokenize(prompt), params, n=body.n)
+    except BaseException:
+        await stack.aclose()
+        raise
+    reply = _Reply("text_completion", body.model, llm, generations)
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return _sse(reply.completion_chunks(usage), stack)
+    async with stack:
+        return JSONResponse(await reply.completion_response())
+
+
+def _sse(events: AsyncIterator[dict[str, Any]], stack: AsyncExitStack) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async with stack:  # the model stays leased until the last byte is sent
+            async for event in events:
+                yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+class _Reply:
+    """Turns a request's generations into OpenAI responses or stream chunks."""
+
+    def __init__(self, kind: str, model: str, llm: LLM, generations: list[Generation]) -> None:
+        prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
+        self.id = f"{prefix}-{uuid.uuid4().hex}"
+        self.kind = kind
+        self.model = model
+        self.created = convert.now()
+        self.generations = generations
+        self.token_text: Callable[[int], str] = llm.tokenizer.piece_text
+
+    async def chat_response(self) -> dict[str, Any]:
+        choices = []
+        for index, generation in enumerate(self.generations):
+            outputs = await collect(generation)
+            choice: dict[str, Any] = {
+                "index": index,
+                "message": {"role": "assistant", "content": _text(outputs)},
+                "finish_reason": convert.finish_reason(outputs[-1]),
+                "logprobs": self._chat_logprobs(generation),
+            }
+            choices.append(choice)
+        return self._envelope("chat.completion", choices, usage=True)
+
+    async def completion_response(self) -> dict[str, Any]:
+        choices = []
+        for index, generation in enumerate(self.generations):
+            outputs = await collect(generation)
+            choices.append(
+                {
+                    "index": index,
+                    "text": _text(outputs),
+                    "finish_reason": convert.finish_reason(outputs[-1]),
+                    "logprobs": self._completion_logprobs(generation),
+                }
+            )
+        return self._envelope("text_completion", choices, usage=True)
+
+    async def chat_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+        for index, generation in enumerate(self.generations):
+            first = True
+            async for output in stream_outputs(generation):
+                delta: dict[str, Any] = {"content": output.text}
+                if first:
+                    delta["role"] = "assistant"
+                    first = False
+                choice: dict[str, Any] = {
+                    "index": index,
+                    "delta": delta,
+                    "logprobs": convert.chat_logprobs(list(output.logprobs), self.token_text)
+                    if generation.request.params.logprobs is not None
+                    else None,
+                    "finish_reason": convert.finish_reason(output) if output.finished else None,
+                }
+                yield self._envelope("chat.completion.chunk", [choice], usage=False)
+        if include_usage:
+            yield self._envelope("chat.completion.chunk", [], usage=True)
+
+    async def completion_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+        for index, generation in enumerate(self.generations):
+            async for output in stream_outputs(generation):
+                choice = {
+                    "index": index,
+                    "text": output.text,
+                    "logprobs": convert.completion_logprobs(list(output.logprobs), self.token_text)
+                    if generation.request.params.logprobs is not None
+                    else None,
+                    "finish_reason": convert.finish_reason(output) if output.finished else None,
+                }
+                yield self._envelope("text_completion", [choice], usage=False)
+        if include_usage:
+            yield self._envelope("text_completion", [], usage=True)
+
+    def _envelope(self, kind: str, choices: list[dict[str, Any]], *, usage: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "system_fingerprint": "hearth",
+        }
+        if usage:
+            body["usage"] = self._usage().model_dump()
+        return body
+
+    def _usage(self) -> Any:
+        requests = [g.request for g in self.generations]
+        return convert.usage(
+            prompt=len(requests[0].prompt_tokens),
+            completion=sum(len(r.output_tokens) for r in requests),
+            cached=requests[0].cached_tokens,
+        )
+
+    def _chat_logprobs(self, generation: Generation) -> dict[str, Any] | None:
+        if generation.request.params.logprobs is None:
+            return None
+        return convert.chat_logprobs(generation.request.logprobs, self.token_text)
+
+    def _completion_logprobs(self, generation: Generation) -> dict[str, Any] | None:
+        if generation.request.params.logprobs is None:
+            return None
+        return convert.completion_logprobs(generation.request.logprobs, self.token_text)
+
+
+def _text(outputs: list[RequestOutput]) -> str:
+    return "".join(output.text for output in outputs)

@@ -12,6 +12,7 @@ from hearth import __version__
 from hearth.config import Settings
 from hearth.engine.manager import ModelManager
 from hearth.server.errors import install_error_handlers, openai_error
+from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
 from hearth.store import Store
 
@@ -50,4 +51,5 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
         return JSONResponse({"status": "ok", "version": __version__})
 
     app.include_router(openai_router)
+    app.include_router(ollama_router)
     return app

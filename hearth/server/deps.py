@@ -21,9 +21,11 @@ def manager_of(request: Request) -> ModelManager:
 
 
 @asynccontextmanager
-async def model_lease(manager: ModelManager, name: str) -> AsyncIterator[LLM]:
+async def model_lease(
+    manager: ModelManager, name: str, keep_alive: float | None = None
+) -> AsyncIterator[LLM]:
     """Hold ``name`` loaded for the ``async with`` block (loading it, in a thread, if needed)."""
-    lease: AbstractContextManager[LLM] = manager.acquire(name)
+    lease: AbstractContextManager[LLM] = manager.acquire(name, keep_alive=keep_alive)
     llm = await asyncio.to_thread(lease.__enter__)
     try:
         yield llm

@@ -69,16 +69,29 @@ def response_for(error: errors.HearthError) -> JSONResponse:
     )
 
 
+def ollama_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _is_ollama(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.HearthError)
-    async def hearth_error(_: Request, error: errors.HearthError) -> JSONResponse:
+    async def hearth_error(request: Request, error: errors.HearthError) -> JSONResponse:
+        if _is_ollama(request):
+            status = classify(error).status
+            return ollama_error(503 if status == 429 else status, str(error))
         return response_for(error)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
         location = [str(part) for part in first.get("loc", ()) if part != "body"]
         param = ".".join(location) or None
+        if _is_ollama(request):
+            return ollama_error(400, f"{param or 'body'}: {first.get('msg', 'invalid value')}")
         if first.get("type") == "json_invalid":
             return openai_error(
                 400,
@@ -92,7 +105,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if _is_ollama(request):
+            return ollama_error(error.status_code, str(error.detail))
         type_ = "invalid_request_error" if error.status_code < 500 else "server_error"
         return openai_error(error.status_code, str(error.detail), type_=type_)
 

@@ -38,8 +38,9 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) ->
 
 
 @pytest.fixture(scope="module")
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def test_models_are_listed_and_retrieved(client: openai.OpenAI) -> None:

@@ -1,0 +1,248 @@
+"""Ollama-compatible routes under /api: generate, chat (NDJSON streams), tags, show, ps,
+version, pull, copy, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from hearth import __version__
+from hearth.engine.engine import Generation
+from hearth.engine.manager import ModelManager
+from hearth.server.deps import manager_of, model_lease, stream_outputs
+from hearth.server.ollama import convert
+from hearth.server.ollama.schemas import ChatRequest, CopyRequest, GenerateRequest, ModelRequest
+from hearth.store import MediaType
+from hearth.units import parse_keep_alive
+
+router = APIRouter(prefix="/api")
+
+Shape = Callable[[str], dict[str, Any]]  # text delta → the route's response fields
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    return {"version": __version__}
+
+
+@router.post("/generate", response_model=None)
+async def generate(body: GenerateRequest, request: Request) -> Any:
+    manager = manager_of(request)
+    keep_alive = parse_keep_alive(body.keep_alive)
+    if not body.prompt and keep_alive == 0:  # Ollama's way to unload a model now
+        manager.unload(body.model)
+        return _done_only(body.model, "unload")
+    params = convert.sampling_params(body.options, body.format)
+    prompt = convert.generate_prompt(body)
+
+    def shape(text: str) -> dict[str, Any]:
+        return {"response": text}
+
+    if not prompt:  # Ollama's way to load a model without generating
+        async with model_lease(manager, body.model, keep_alive):
+            return _done_only(body.model, "load")
+    return await _answer(
+        manager,
+        body.model,
+        keep_alive,
+        body.stream,
+        shape,
+        lambda llm: llm.tokenizer.tokenize(prompt),
+        params,
+    )
+
+
+@router.post("/chat", response_model=None)
+async def chat(body: ChatRequest, request: Request) -> Any:
+    manager = manager_of(request)
+    keep_alive = parse_keep_alive(body.keep_alive)
+    params = convert.sampling_params(body.options, body.format)
+    messages = convert.chat_messages(body)
+    if not messages:
+        async with model_lease(manager, body.model, keep_alive):
+            return _done_only(body.model, "load", {"message": {"role": "assistant", "content": ""}})
+
+    def shape(text: str) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": text}}
+
+    return await _answer(
+        manager,
+        body.model,
+        keep_alive,
+        body.stream,
+        shape,
+        lambda llm: llm.conversation_tokens(messages),
+        params,
+    )
+
+
+async def _answer(
+    manager: ModelManager,
+    model: str,
+    keep_alive: float | None,
+    stream: bool,
+    shape: Shape,
+    tokens_for: Callable[[Any], list[int]],
+    params: Any,
+) -> Any:
+    stack = AsyncExitStack()
+    try:
+        llm = await stack.enter_async_context(model_lease(manager, model, keep_alive))
+        generation = llm.generate(tokens_for(llm), params)[0]
+    except BaseException:
+        await stack.aclose()
+        raise
+    lines = _lines(model, generation, shape)
+    if stream:
+
+        async def body() -> AsyncIterator[bytes]:
+            async with stack:
+                async for line in lines:
+                    yield (json.dumps(line) + "\n").encode()
+
+        return StreamingResponse(body(), media_type="application/x-ndjson")
+    async with stack:
+        parts = [line async for line in lines]
+    final = parts[-1]
+    text = "".join(_text_of(p) for p in parts)
+    return JSONResponse({**final, **shape(text)})
+
+
+async def _lines(model: str, generation: Generation, shape: Shape) -> AsyncIterator[dict[str, Any]]:
+    started = time.monotonic_ns()
+    first: int | None = None
+    async for output in stream_outputs(generation):
+        first = first or time.monotonic_ns()
+        line: dict[str, Any] = {
+            "model": model,
+            "created_at": convert.timestamp(),
+            **shape(output.text),
+            "done": False,
+        }
+        if output.finished:
+            line.update(convert.final_fields(output, started, first, time.monotonic_ns()))
+        yield line
+
+
+def _text_of(line: dict[str, Any]) -> str:
+    if "response" in line:
+        return str(line["response"])
+    return str(line["message"]["content"])
+
+
+def _done_only(model: str, reason: str, extra: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {
+            "model": model,
+            "created_at": convert.timestamp(),
+            "response": "",
+            "done": True,
+            "done_reason": reason,
+            **(extra or {}),
+        }
+    )
+
+
+@router.get("/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    return {"models": [convert.tag_entry(m) for m in manager_of(request).store.list()]}
+
+
+@router.post("/show")
+async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
+    store = manager_of(request).store
+    model = store.resolve(body.target())
+    license_text = store.read_layer(model, MediaType.LICENSE)
+    info = model.info
+    return {
+        "license": license_text.decode(errors="replace") if license_text else "",
+        "modelfile": f"FROM {model.name}\n",
+        "parameters": "",
+        "template": "",
+        "details": convert.details(model),
+        "model_info": {
+            "general.architecture": info.architecture,
+            "general.parameter_count": info.parameter_count,
+            f"{info.architecture}.context_length": info.context_length,
+        },
+        "capabilities": ["completion"],
+        "modified_at": model.modified.isoformat(),
+    }
+
+
+@router.get("/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    manager = manager_of(request)
+    models = []
+    for status in manager.loaded():
+        local = manager.store.resolve(status.name)
+        expires = status.expires_in
+        models.append(
+            {
+                "name": status.name,
+                "model": status.name,
+                "size": status.memory.total,
+                "digest": local.manifest_digest.split(":", 1)[1],
+                "details": convert.details(local),
+                "expires_at": _expires_at(expires),
+                "size_vram": 0,
+                "context_length": status.context,
+            }
+        )
+    return {"models": models}
+
+
+def _expires_at(expires_in: float | None) -> str:
+    if expires_in is None or expires_in == float("inf"):
+        return "2318-01-01T00:00:00Z"  # what Ollama reports for "kept forever"
+    seconds = time.time() + expires_in
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+@router.post("/pull", response_model=None)
+async def pull(body: ModelRequest, request: Request) -> Any:
+    store = manager_of(request).store
+    name = body.target()
+    progress: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def report(done: int, total: int | None) -> None:
+        line = {"status": f"pulling {name}", "completed": done, "total": total or done}
+        loop.call_soon_threadsafe(progress.put_nowait, line)
+
+    task = asyncio.ensure_future(asyncio.to_thread(store.pull, name, report))
+    task.add_done_callback(lambda _: loop.call_soon_threadsafe(progress.put_nowait, None))
+    if not body.stream:
+        await task
+        return {"status": "success"}
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield b'{"status":"pulling manifest"}\n'
+        while (line := await progress.get()) is not None:
+            yield (json.dumps(line) + "\n").encode()
+        error = task.exception()
+        final = {"error": str(error)} if error else {"status": "success"}
+        yield (json.dumps(final) + "\n").encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/copy")
+async def copy(body: CopyRequest, request: Request) -> JSONResponse:
+    manager_of(request).store.copy(body.source, body.destination)
+    return JSONResponse({})
+
+
+@router.delete("/delete")
+async def delete(body: ModelRequest, request: Request) -> JSONResponse:
+    manager = manager_of(request)
+    manager.unload(body.target())
+    manager.store.remove(body.target())
+    return JSONResponse({})

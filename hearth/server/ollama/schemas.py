@@ -1,0 +1,68 @@
+"""Ollama wire types (the subset Hearth serves)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class Options(_Wire):
+    """Ollama's `options`; the load-time ones (num_ctx, num_gpu, ...) are accepted and ignored."""
+
+    temperature: float | None = Field(default=None, ge=0.0, le=100.0)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    repeat_penalty: float | None = Field(default=None, gt=0.0)
+    repeat_last_n: int | None = Field(default=None, ge=-1)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    stop: list[str] | None = None
+
+
+class GenerateRequest(_Wire):
+    model: str = Field(min_length=1)
+    prompt: str | None = None
+    system: str | None = None
+    template: str | None = None
+    raw: bool = False
+    stream: bool = True
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: Options | None = None
+    keep_alive: float | str | None = None
+
+
+class ChatMessage(_Wire):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+
+
+class ChatRequest(_Wire):
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(default_factory=list)
+    stream: bool = True
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: Options | None = None
+    keep_alive: float | str | None = None
+
+
+class ModelRequest(_Wire):
+    model: str = Field(default="", alias="model")
+    name: str = ""  # older clients send "name"
+    stream: bool = True
+
+    def target(self) -> str:
+        return self.model or self.name
+
+
+class CopyRequest(_Wire):
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)

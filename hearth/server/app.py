@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from hearth import __version__
 from hearth.config import Settings
 from hearth.engine.manager import ModelManager
+from hearth.server.embedders import EmbedderPool
 from hearth.server.errors import install_error_handlers, openai_error
 from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
@@ -26,11 +27,13 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = manager is None
         app.state.manager = manager or ModelManager(Store(settings), settings)
+        app.state.embedders = EmbedderPool(app.state.manager.store)
         if owned:
             app.state.manager.start_reaper()
         try:
             yield
         finally:
+            app.state.embedders.close()
             if owned:
                 app.state.manager.close()
 

@@ -13,11 +13,17 @@ from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import RequestOutput
+from hearth.server.embedders import EmbedderPool
 
 
 def manager_of(request: Request) -> ModelManager:
     manager: ModelManager = request.app.state.manager
     return manager
+
+
+def embedders_of(request: Request) -> EmbedderPool:
+    pool: EmbedderPool = request.app.state.embedders
+    return pool
 
 
 @asynccontextmanager

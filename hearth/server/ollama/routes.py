@@ -16,9 +16,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
-from hearth.server.deps import manager_of, model_lease, stream_outputs
+from hearth.server.deps import embedders_of, manager_of, model_lease, stream_outputs
 from hearth.server.ollama import convert
-from hearth.server.ollama.schemas import ChatRequest, CopyRequest, GenerateRequest, ModelRequest
+from hearth.server.ollama.schemas import (
+    ChatRequest,
+    CopyRequest,
+    EmbedRequest,
+    GenerateRequest,
+    ModelRequest,
+)
 from hearth.store import MediaType
 from hearth.units import parse_keep_alive
 
@@ -148,6 +154,15 @@ def _done_only(model: str, reason: str, extra: dict[str, Any] | None = None) -> 
             **(extra or {}),
         }
     )
+
+
+@router.post("/embed")
+async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+    embedder = await asyncio.to_thread(embedders_of(request).get, body.model)
+    texts = body.texts()
+    vectors = await asyncio.to_thread(embedder.embed, texts)
+    tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
+    return {"model": body.model, "embeddings": vectors, "prompt_eval_count": tokens}
 
 
 @router.get("/tags")

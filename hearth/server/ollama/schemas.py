@@ -66,3 +66,13 @@ class ModelRequest(_Wire):
 class CopyRequest(_Wire):
     source: str = Field(min_length=1)
     destination: str = Field(min_length=1)
+
+
+class EmbedRequest(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[str] = Field(min_length=1)
+    truncate: bool = True
+    keep_alive: float | str | None = None
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
+
+import numpy as np
 
 from hearth.engine.grammar import json_object_grammar, json_schema_grammar
 from hearth.engine.request import RequestOutput, TokenLogprob
@@ -121,6 +124,11 @@ def completion_logprobs(entries: list[TokenLogprob], token_text: TokenText) -> d
 def finish_reason(output: RequestOutput) -> str:
     # "abort" never reaches a client that is still listening; report it as "stop".
     return "length" if output.finish_reason == "length" else "stop"
+
+
+def base64_floats(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32, as its client decodes it."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
 
 
 def now() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,11 +15,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.request import RequestOutput
-from hearth.server.deps import collect, manager_of, model_lease, stream_outputs
+from hearth.errors import ValidationError
+from hearth.server.deps import collect, embedders_of, manager_of, model_lease, stream_outputs
 from hearth.server.openai import convert
 from hearth.server.openai.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingRequest,
     ModelCard,
     ModelList,
 )
@@ -37,6 +40,26 @@ async def list_models(request: Request) -> ModelList:
 async def get_model(model_id: str, request: Request) -> ModelCard:
     model = manager_of(request).store.resolve(model_id)
     return _card(str(model.name), int(model.modified.timestamp()))
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+    if body.dimensions is not None:
+        raise ValidationError("dimensions", body.dimensions, "is not supported")
+    embedder = await asyncio.to_thread(embedders_of(request).get, body.model)
+    texts = body.texts()
+    vectors = await asyncio.to_thread(embedder.embed, texts)
+    tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
+    encode = convert.base64_floats if body.encoding_format == "base64" else list
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _card(name: str, created: int) -> ModelCard:

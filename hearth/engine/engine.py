@@ -262,9 +262,7 @@ class EngineThread:
         cache_key: str = "",
         timeout: float | None = None,
     ) -> Generation:
-        return self.submit_many(
-            prompt_tokens, params, n=1, cache_key=cache_key, timeout=timeout
-        )[0]
+        return self.submit_many(prompt_tokens, params, n=1, cache_key=cache_key, timeout=timeout)[0]
 
     def submit_many(
         self,
@@ -314,6 +312,10 @@ class EngineThread:
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def _reserve(self, n: int) -> None:
         with self._count_lock:

@@ -102,6 +102,10 @@ class LLM:
     def stats(self) -> EngineStats:
         return self._thread.stats()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.alive
+
     def generate(
         self,
         tokens: list[int],
@@ -112,9 +116,7 @@ class LLM:
         timeout: float | None = None,
     ) -> list[Generation]:
         """``n`` completions of an already tokenized prompt."""
-        return self._thread.submit_many(
-            tokens, params, n=n, cache_key=cache_key, timeout=timeout
-        )
+        return self._thread.submit_many(tokens, params, n=n, cache_key=cache_key, timeout=timeout)
 
     def conversation_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
         """A chat through the model's template; a base model without one gets the messages'

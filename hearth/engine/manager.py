@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hearth.config import Settings
+from hearth.engine.engine import EngineStats
 from hearth.engine.llm import LLM, EngineConfig
 from hearth.engine.memory import MemoryEstimate, estimate_memory
 from hearth.errors import EngineError, InsufficientMemoryError
@@ -214,6 +215,17 @@ class ModelManager:
                 for slot in slots
                 if slot.llm is not None
             ]
+
+    def dead_engines(self) -> list[str]:
+        """Loaded models whose engine thread has died (readiness checks)."""
+        with self._lock:
+            return [s.name for s in self._slots.values() if s.llm is not None and not s.llm.alive]
+
+    def engine_stats(self) -> list[tuple[str, EngineStats]]:
+        """Each loaded model's engine counters, for metrics."""
+        with self._lock:
+            engines = [(slot.name, slot.llm) for slot in self._slots.values() if slot.llm]
+        return [(name, llm.stats()) for name, llm in engines]
 
     def expire(self) -> list[str]:
         """Unload idle models whose keep-alive has run out; return their names."""

@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from hearth import __version__
 from hearth.config import Settings
 from hearth.engine.manager import ModelManager
 from hearth.server.embedders import EmbedderPool
 from hearth.server.errors import install_error_handlers, openai_error
+from hearth.server.metrics import Metrics
 from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
 from hearth.store import Store
@@ -28,6 +30,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
         owned = manager is None
         app.state.manager = manager or ModelManager(Store(settings), settings)
         app.state.embedders = EmbedderPool(app.state.manager.store)
+        app.state.metrics = Metrics(app.state.manager)
         if owned:
             app.state.manager.start_reaper()
         try:
@@ -51,7 +54,22 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
 
     @app.get("/health")
     async def health() -> Response:
+        """Liveness: the process answers."""
         return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/ready")
+    async def ready(request: Request) -> Response:
+        """Readiness: every loaded model's engine thread is alive."""
+        manager: ModelManager = request.app.state.manager
+        dead = manager.dead_engines()
+        if dead:
+            return JSONResponse({"status": "engine down", "models": dead}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        body = request.app.state.metrics.render()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_router)
     app.include_router(ollama_router)

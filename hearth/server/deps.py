@@ -14,6 +14,7 @@ from hearth.engine.llm import LLM
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import RequestOutput
 from hearth.server.embedders import EmbedderPool
+from hearth.server.metrics import Metrics, Observation
 
 
 def manager_of(request: Request) -> ModelManager:
@@ -50,21 +51,35 @@ def _next_outputs(outputs: queue.Queue[RequestOutput]) -> list[RequestOutput]:
     return batch
 
 
-async def stream_outputs(generation: Generation) -> AsyncIterator[RequestOutput]:
+async def stream_outputs(
+    generation: Generation, observation: Observation | None = None
+) -> AsyncIterator[RequestOutput]:
     """The generation's outputs, read without blocking the event loop. Closing this iterator
     early (the client went away) aborts the request, which frees its KV cells."""
+    request = generation.request
     finished = False
     try:
         while not finished:
-            for output in await asyncio.to_thread(_next_outputs, generation.request.outputs):
+            for output in await asyncio.to_thread(_next_outputs, request.outputs):
                 if output.error is not None:
                     raise output.error
                 finished = output.finished
+                if observation is not None:
+                    observation.output(output, request.timings.queued)
                 yield output
     finally:
         if not finished:
             generation.abort()
+            if observation is not None:  # the tokens made before the client left still count
+                observation.finish(len(request.prompt_tokens), len(request.output_tokens), "abort")
 
 
-async def collect(generation: Generation) -> list[RequestOutput]:
-    return [output async for output in stream_outputs(generation)]
+async def collect(
+    generation: Generation, observation: Observation | None = None
+) -> list[RequestOutput]:
+    return [output async for output in stream_outputs(generation, observation)]
+
+
+def observe(request: Request, model: str, endpoint: str) -> Observation:
+    metrics: Metrics = request.app.state.metrics
+    return Observation(metrics, model, endpoint)

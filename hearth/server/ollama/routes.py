@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
-from hearth.server.deps import embedders_of, manager_of, model_lease, stream_outputs
+from hearth.server.deps import embedders_of, manager_of, model_lease, observe, stream_outputs
+from hearth.server.metrics import Observation
 from hearth.server.ollama import convert
 from hearth.server.ollama.schemas import (
     ChatRequest,
@@ -62,6 +63,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         shape,
         lambda llm: llm.tokenizer.tokenize(prompt),
         params,
+        observe(request, body.model, "/api/generate"),
     )
 
 
@@ -86,6 +88,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         shape,
         lambda llm: llm.conversation_tokens(messages),
         params,
+        observe(request, body.model, "/api/chat"),
     )
 
 
@@ -97,6 +100,7 @@ async def _answer(
     shape: Shape,
     tokens_for: Callable[[Any], list[int]],
     params: Any,
+    observation: Observation,
 ) -> Any:
     stack = AsyncExitStack()
     try:
@@ -105,7 +109,7 @@ async def _answer(
     except BaseException:
         await stack.aclose()
         raise
-    lines = _lines(model, generation, shape)
+    lines = _lines(model, generation, shape, observation)
     if stream:
 
         async def body() -> AsyncIterator[bytes]:
@@ -121,10 +125,12 @@ async def _answer(
     return JSONResponse({**final, **shape(text)})
 
 
-async def _lines(model: str, generation: Generation, shape: Shape) -> AsyncIterator[dict[str, Any]]:
+async def _lines(
+    model: str, generation: Generation, shape: Shape, observation: Observation
+) -> AsyncIterator[dict[str, Any]]:
     started = time.monotonic_ns()
     first: int | None = None
-    async for output in stream_outputs(generation):
+    async for output in stream_outputs(generation, observation):
         first = first or time.monotonic_ns()
         line: dict[str, Any] = {
             "model": model,

@@ -16,7 +16,15 @@ from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.request import RequestOutput
 from hearth.errors import ValidationError
-from hearth.server.deps import collect, embedders_of, manager_of, model_lease, stream_outputs
+from hearth.server.deps import (
+    collect,
+    embedders_of,
+    manager_of,
+    model_lease,
+    observe,
+    stream_outputs,
+)
+from hearth.server.metrics import Observation
 from hearth.server.openai import convert
 from hearth.server.openai.schemas import (
     ChatCompletionRequest,
@@ -77,7 +85,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     except BaseException:
         await stack.aclose()
         raise
-    reply = _Reply("chat.completion", body.model, llm, generations)
+    reply = _Reply(
+        "chat.completion",
+        body.model,
+        llm,
+        generations,
+        lambda: observe(request, body.model, "/v1/chat/completions"),
+    )
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return _sse(reply.chat_chunks(usage), stack)
@@ -96,7 +110,13 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     except BaseException:
         await stack.aclose()
         raise
-    reply = _Reply("text_completion", body.model, llm, generations)
+    reply = _Reply(
+        "text_completion",
+        body.model,
+        llm,
+        generations,
+        lambda: observe(request, body.model, "/v1/completions"),
+    )
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return _sse(reply.completion_chunks(usage), stack)
@@ -117,7 +137,15 @@ def _sse(events: AsyncIterator[dict[str, Any]], stack: AsyncExitStack) -> Stream
 class _Reply:
     """Turns a request's generations into OpenAI responses or stream chunks."""
 
-    def __init__(self, kind: str, model: str, llm: LLM, generations: list[Generation]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        model: str,
+        llm: LLM,
+        generations: list[Generation],
+        observe: Callable[[], Observation],
+    ) -> None:
+        self._observe = observe
         prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
         self.id = f"{prefix}-{uuid.uuid4().hex}"
         self.kind = kind
@@ -129,7 +157,7 @@ class _Reply:
     async def chat_response(self) -> dict[str, Any]:
         choices = []
         for index, generation in enumerate(self.generations):
-            outputs = await collect(generation)
+            outputs = await collect(generation, self._observe())
             choice: dict[str, Any] = {
                 "index": index,
                 "message": {"role": "assistant", "content": _text(outputs)},
@@ -142,7 +170,7 @@ class _Reply:
     async def completion_response(self) -> dict[str, Any]:
         choices = []
         for index, generation in enumerate(self.generations):
-            outputs = await collect(generation)
+            outputs = await collect(generation, self._observe())
             choices.append(
                 {
                     "index": index,
@@ -156,7 +184,7 @@ class _Reply:
     async def chat_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
         for index, generation in enumerate(self.generations):
             first = True
-            async for output in stream_outputs(generation):
+            async for output in stream_outputs(generation, self._observe()):
                 delta: dict[str, Any] = {"content": output.text}
                 if first:
                     delta["role"] = "assistant"
@@ -175,7 +203,7 @@ class _Reply:
 
     async def completion_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
         for index, generation in enumerate(self.generations):
-            async for output in stream_outputs(generation):
+            async for output in stream_outputs(generation, self._observe()):
                 choice = {
                     "index": index,
                     "text": output.text,

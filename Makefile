@@ -27,6 +27,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed-models
 setup: $(VENV)/.installed-models
 
 setup-dev: $(VENV)/.installed-dev
+	scripts/install_system_deps.sh
 
 run: setup
 	$(BIN)/hearth run gemma3:270m "$(PROMPT)"

@@ -50,6 +50,12 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         " 0 unloads as soon as it is idle, a negative value keeps it loaded forever."
         " A request's keep_alive overrides it for that model.",
     ),
+    EnvVar(
+        "HEARTH_DATABASE_URL",
+        "sqlite:///$HEARTH_HOME/hearth.db",
+        "SQLAlchemy URL of the database holding API keys and usage records, e.g."
+        " postgresql+psycopg://user:pass@host/hearth (needs the `postgres` extra).",
+    ),
 )
 
 _DEFAULTS = {var.name: var.default for var in ENVIRONMENT}
@@ -70,6 +76,7 @@ class Settings:
     llama_log: bool
     max_memory: int = 0  # bytes; from_env always sets it
     keep_alive: float = 300.0  # seconds; math.inf keeps models loaded forever
+    database_url: str = ""  # "" means SQLite in HEARTH_HOME; see effective_database_url
 
     @property
     def blobs_dir(self) -> Path:
@@ -78,6 +85,10 @@ class Settings:
     @property
     def manifests_dir(self) -> Path:
         return self.home / "manifests"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'hearth.db'}"
 
     @property
     def effective_threads(self) -> int:
@@ -103,6 +114,7 @@ class Settings:
             llama_log=get("HEARTH_LLAMA_LOG") not in ("0", "false", "no"),
             max_memory=_memory_budget(get),
             keep_alive=_keep_alive(get),
+            database_url=_database_url(get),
         )
 
 
@@ -142,6 +154,13 @@ def _keep_alive(get: _Getter) -> float:
     except ValidationError as error:
         raise ConfigError(f"{name} {error.reason}, got {error.value!r}") from None
     return 300.0 if seconds is None else seconds
+
+
+def _database_url(get: _Getter) -> str:
+    """The URL as given, or "" for the default (SQLite under HEARTH_HOME)."""
+    name = "HEARTH_DATABASE_URL"
+    value = get(name).strip()
+    return "" if value == _DEFAULTS[name] else value
 
 
 def total_memory() -> int:

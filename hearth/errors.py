@@ -14,6 +14,9 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     │   ├── InvalidModelFileError   a file is not a usable GGUF (truncated, corrupt, wrong format)
     │   └── ConversionError         a Hugging Face folder cannot be converted to GGUF
     ├── SourceUnavailableError      a source (package, hub, registry) cannot provide the model
+    ├── AuthenticationError         no API key, or an unknown, revoked or expired one (HTTP 401)
+    ├── PermissionDeniedError       a valid API key that may not use this model (HTTP 403)
+    ├── DatabaseError               the keys/usage database cannot be reached or used
     └── EngineError                 the inference engine failed
         ├── ModelLoadError          llama.cpp refused the model file
         ├── ContextOverflowError    the prompt does not fit the context window
@@ -77,6 +80,18 @@ class ConversionError(StoreError):
 
 class SourceUnavailableError(HearthError):
     pass
+
+
+class AuthenticationError(HearthError):
+    """The request carries no usable API key; the message says why, never which keys exist."""
+
+
+class PermissionDeniedError(HearthError):
+    """The API key is valid but not allowed to do this (e.g. use this model)."""
+
+
+class DatabaseError(HearthError):
+    """The database (HEARTH_DATABASE_URL) is unreachable or refused an operation."""
 
 
 class EngineError(HearthError):

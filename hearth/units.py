@@ -1,4 +1,5 @@
-"""Human-friendly quantities: durations ("5m", "1h30m") and byte sizes ("8G", "512M", "50%").
+"""Human-friendly quantities: durations ("5m", "1h30m"), byte sizes ("8G", "512M", "50%") and
+moments ("30d" from now, "2026-12-31").
 
 Pure functions used by :mod:`hearth.config` (environment variables) and by the engine (per-request
 ``keep_alive``). Invalid input raises :class:`ValidationError` naming the parameter; config turns
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime, timedelta
 
 from hearth.errors import ValidationError
 
@@ -26,6 +28,9 @@ _DURATION_UNITS = {
 }
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
+
+_DAYS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(d|w)", re.IGNORECASE)
+_DAY_UNITS = {"d": 1.0, "w": 7.0}
 
 # Binary multiples, as `free -h` and Ollama's memory figures use them.
 _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -87,3 +92,35 @@ def format_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def parse_moment(value: str, param: str, *, now: datetime, past: bool = False) -> datetime:
+    """A UTC moment from a span counted from ``now`` or from an ISO 8601 date or time.
+
+    Spans: days or weeks ("30d", "2w") or a duration ("12h", "90m", "1h30m"); later than
+    ``now``, or earlier with ``past=True``. Dates and times: "2026-12-31" (midnight UTC),
+    "2026-12-31T18:00" (UTC), "2026-12-31T18:00+02:00".
+    """
+    text = value.strip()
+    span = _span_seconds(text)
+    if span is not None:
+        if span < 0:
+            raise ValidationError(param, value, "must be a positive span like 30d, or a date")
+        return now + timedelta(seconds=-span if past else span)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            param, value, "must be a span like 30d, 2w, 12h or a date like 2026-12-31"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _span_seconds(text: str) -> float | None:
+    days = _DAYS.fullmatch(text)
+    if days is not None:
+        return float(days.group(1)) * _DAY_UNITS[days.group(2).lower()] * 86400
+    try:
+        return parse_duration(text)
+    except ValidationError:
+        return None

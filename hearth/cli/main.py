@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from hearth import __version__
+from hearth.cli import keys_cmds, store_cmds
 from hearth.cli import run as run_cmd
 from hearth.cli import serve as serve_cmd
-from hearth.cli import store_cmds
 from hearth.cli.console import cli_errors, out
 from hearth.config import ENVIRONMENT, get_settings
 from hearth.log import configure_logging
@@ -37,6 +37,13 @@ app.command("ls", hidden=True)(cli_errors(store_cmds.list_models))
 app.command("show")(cli_errors(store_cmds.show))
 app.command("rm")(cli_errors(store_cmds.rm))
 app.command("cp")(cli_errors(store_cmds.cp))
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app.command("create")(cli_errors(keys_cmds.create))
+keys_app.command("list")(cli_errors(keys_cmds.list_keys))
+keys_app.command("revoke")(cli_errors(keys_cmds.revoke))
+app.add_typer(keys_app, name="keys")
+app.command("usage")(cli_errors(keys_cmds.usage))
 
 
 @app.command("env")

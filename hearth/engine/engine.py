@@ -138,7 +138,7 @@ class Engine:
         elif self._at_length_limit(request):
             self._finish(request, RequestStatus.FINISHED_LENGTH, delta.text, new_token=True)
         else:
-            request.outputs.put(_output(request, delta.text, (token,)))
+            _deliver(request, _output(request, delta.text, (token,)))
 
     def _at_length_limit(self, request: Request) -> bool:
         max_tokens = request.params.max_tokens
@@ -165,7 +165,17 @@ class Engine:
         request.timings.finished = time.monotonic()
         self.finished += 1
         last = (request.output_tokens[-1],) if new_token else ()
-        request.outputs.put(_output(request, text, last, finished=True, error=error))
+        _deliver(request, _output(request, text, last, finished=True, error=error))
+
+
+def _deliver(request: Request, output: RequestOutput) -> None:
+    request.outputs.put(output)
+    notify = request.notify
+    if notify is not None:
+        try:
+            notify()
+        except RuntimeError:  # the listener's event loop has closed: nobody is listening
+            request.notify = None
 
 
 def _output(

@@ -6,6 +6,7 @@ import enum
 import itertools
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hearth.engine.sampling import SamplingParams
@@ -90,6 +91,9 @@ class Request:
     follows: Request | None = None  # n > 1: copy this request's prompt cells instead of computing
     timings: RequestTimings = field(default_factory=lambda: RequestTimings(time.monotonic()))
     outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)
+    # Called (from the engine thread) after each output is queued: lets an asyncio consumer
+    # wait on an event instead of parking a thread on the queue.
+    notify: Callable[[], None] | None = None
 
     @property
     def all_tokens(self) -> list[int]:

@@ -33,34 +33,45 @@ async def model_lease(
 ) -> AsyncIterator[LLM]:
     """Hold ``name`` loaded for the ``async with`` block (loading it, in a thread, if needed)."""
     lease: AbstractContextManager[LLM] = manager.acquire(name, keep_alive=keep_alive)
-    llm = await asyncio.to_thread(lease.__enter__)
+    llm = await asyncio.to_thread(lease.__enter__)  # may wait seconds for a load
     try:
         yield llm
     finally:
-        await asyncio.to_thread(lease.__exit__, None, None, None)
+        lease.__exit__(None, None, None)  # a release is quick: no thread hop
 
 
-def _next_outputs(outputs: queue.Queue[RequestOutput]) -> list[RequestOutput]:
-    """Block for one output, then take whatever else is already there (fewer thread hops)."""
-    batch = [outputs.get()]
-    while not batch[-1].finished:
+def _drain(outputs: queue.Queue[RequestOutput]) -> list[RequestOutput]:
+    batch = []
+    while True:
         try:
             batch.append(outputs.get_nowait())
         except queue.Empty:
-            break
-    return batch
+            return batch
 
 
 async def stream_outputs(
     generation: Generation, observation: Observation | None = None
 ) -> AsyncIterator[RequestOutput]:
-    """The generation's outputs, read without blocking the event loop. Closing this iterator
-    early (the client went away) aborts the request, which frees its KV cells."""
+    """The generation's outputs, read on the event loop without parking a thread per stream:
+    the engine thread sets an asyncio event after each output. Closing this iterator early
+    (the client went away) aborts the request, which frees its KV cells."""
     request = generation.request
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+
+    def notify() -> None:
+        loop.call_soon_threadsafe(ready.set)
+
+    request.notify = notify
     finished = False
     try:
         while not finished:
-            for output in await asyncio.to_thread(_next_outputs, request.outputs):
+            ready.clear()  # before draining, so an output queued meanwhile sets it again
+            batch = _drain(request.outputs)
+            if not batch:
+                await ready.wait()
+                continue
+            for output in batch:
                 if output.error is not None:
                     raise output.error
                 finished = output.finished
@@ -68,6 +79,7 @@ async def stream_outputs(
                     observation.output(output, request.timings.queued)
                 yield output
     finally:
+        request.notify = None
         if not finished:
             generation.abort()
             if observation is not None:  # the tokens made before the client left still count

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from hearth.config import Settings
 from hearth.errors import ConfigError, ValidationError
-from hearth.units import FOREVER, format_size, parse_duration, parse_keep_alive, parse_size
+from hearth.units import (
+    FOREVER,
+    format_size,
+    parse_duration,
+    parse_keep_alive,
+    parse_moment,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -122,3 +130,43 @@ def test_settings_memory_and_keep_alive_from_env() -> None:
 def test_settings_reject_junk_naming_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)
+
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "later"),
+    [
+        ("30d", timedelta(days=30)),
+        ("2w", timedelta(weeks=2)),
+        ("1.5d", timedelta(hours=36)),
+        ("12h", timedelta(hours=12)),
+        ("1h30m", timedelta(minutes=90)),
+        ("90", timedelta(seconds=90)),
+    ],
+)
+def test_parse_moment_spans(text: str, later: timedelta) -> None:
+    assert parse_moment(text, "expires", now=NOW) == NOW + later
+    assert parse_moment(text, "since", now=NOW, past=True) == NOW - later
+
+
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [
+        ("2026-12-31", datetime(2026, 12, 31, tzinfo=UTC)),
+        ("2026-12-31T18:30", datetime(2026, 12, 31, 18, 30, tzinfo=UTC)),
+        ("2026-12-31T18:30+02:00", datetime(2026, 12, 31, 16, 30, tzinfo=UTC)),
+        ("2026-12-31T18:30Z", datetime(2026, 12, 31, 18, 30, tzinfo=UTC)),
+    ],
+)
+def test_parse_moment_dates_are_utc(text: str, moment: datetime) -> None:
+    parsed = parse_moment(text, "expires", now=NOW)
+    assert parsed == moment and parsed.tzinfo is UTC
+
+
+@pytest.mark.parametrize("junk", ["", "soon", "-3d", "-1h", "30 days", "2026-13-01"])
+def test_parse_moment_rejects_junk_naming_the_parameter(junk: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_moment(junk, "expires", now=NOW)
+    assert caught.value.param == "expires"

@@ -23,14 +23,18 @@ def serve(
     """Serve the OpenAI-compatible API."""
     import uvicorn
 
+    from hearth.db import open_database
     from hearth.server.app import create_app
+    from hearth.server.keys import KeyStore
 
     settings = get_settings()
     address, port = split_host(host or settings.host)
-    if not is_loopback(address) and not insecure_no_auth:
+    public = not is_loopback(address) and not insecure_no_auth
+    if public and not KeyStore(open_database(settings)).any_active():
         raise ConfigError(
-            f"refusing to bind {address}: API keys are not enforced by this version of the"
-            " server; bind 127.0.0.1, or pass --insecure-no-auth to accept the risk"
+            f"refusing to bind {address} with no API keys: anyone on the network could use"
+            " it. Create one (hearth keys create NAME), bind 127.0.0.1, or pass"
+            " --insecure-no-auth"
         )
     err.print(f"[dim]Hearth listening on http://{address}:{port} (OpenAI API under /v1)[/]")
     uvicorn.run(create_app(settings), host=address, port=port, log_level="warning")

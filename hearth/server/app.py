@@ -5,18 +5,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from hearth import __version__
 from hearth.config import Settings
+from hearth.db import open_database
 from hearth.engine.manager import ModelManager
+from hearth.server.auth import authenticate
 from hearth.server.embedders import EmbedderPool
 from hearth.server.errors import install_error_handlers, openai_error
+from hearth.server.keys import KeyStore
 from hearth.server.metrics import Metrics
 from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
+from hearth.server.usage import UsageLog
 from hearth.store import Store
 
 MAX_BODY_BYTES = 8 * 2**20
@@ -31,16 +35,25 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
         app.state.manager = manager or ModelManager(Store(settings), settings)
         app.state.embedders = EmbedderPool(app.state.manager.store)
         app.state.metrics = Metrics(app.state.manager)
+        database = open_database(settings)
+        app.state.keys = KeyStore(database)
+        app.state.usage = UsageLog(database)
         if owned:
             app.state.manager.start_reaper()
         try:
             yield
         finally:
+            app.state.usage.close()  # every usage record reaches the database
             app.state.embedders.close()
             if owned:
                 app.state.manager.close()
 
-    app = FastAPI(title="Hearth", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Hearth",
+        version=__version__,
+        lifespan=lifespan,
+        dependencies=[Depends(authenticate)],
+    )
     install_error_handlers(app)
 
     @app.middleware("http")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager
 
@@ -12,9 +13,12 @@ from fastapi import Request
 from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.manager import ModelManager
+from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
+from hearth.server.auth import key_name
 from hearth.server.embedders import EmbedderPool
 from hearth.server.metrics import Metrics, Observation
+from hearth.server.usage import UsageLog, UsageRecord
 
 
 def manager_of(request: Request) -> ModelManager:
@@ -63,9 +67,10 @@ async def stream_outputs(
         loop.call_soon_threadsafe(ready.set)
 
     request.notify = notify
-    finished = False
+    finished: RequestOutput | None = None
+    error: BaseException | None = None
     try:
-        while not finished:
+        while finished is None:
             ready.clear()  # before draining, so an output queued meanwhile sets it again
             batch = _drain(request.outputs)
             if not batch:
@@ -73,17 +78,27 @@ async def stream_outputs(
                 continue
             for output in batch:
                 if output.error is not None:
+                    error = output.error
                     raise output.error
-                finished = output.finished
+                if output.finished:
+                    finished = output
                 if observation is not None:
-                    observation.output(output, request.timings.queued)
+                    observation.output(request.timings.queued)
                 yield output
     finally:
         request.notify = None
-        if not finished:
+        if finished is None:
             generation.abort()
-            if observation is not None:  # the tokens made before the client left still count
-                observation.finish(len(request.prompt_tokens), len(request.output_tokens), "abort")
+        if observation is not None:
+            observation.done(request, _status(finished, error), str(error) if error else None)
+
+
+def _status(finished: RequestOutput | None, error: BaseException | None) -> str:
+    if error is not None or (finished is not None and finished.finish_reason == "error"):
+        return "error"
+    if finished is None or finished.finish_reason == "abort":
+        return "aborted"  # the client left, or a deadline passed: what was made still counts
+    return "ok"
 
 
 async def collect(
@@ -93,5 +108,31 @@ async def collect(
 
 
 def observe(request: Request, model: str, endpoint: str) -> Observation:
+    """Metrics and a usage record for one generation of this HTTP request."""
     metrics: Metrics = request.app.state.metrics
-    return Observation(metrics, model, endpoint)
+    usage: UsageLog = request.app.state.usage
+    key = key_name(request)
+
+    def record(
+        engine_request: EngineRequest, model: str, endpoint: str, status: str, error: str | None
+    ) -> None:
+        timings = engine_request.timings
+        end = timings.finished or time.monotonic()
+        first = timings.first_token
+        usage.record(
+            UsageRecord(
+                request_id=str(engine_request.request_id),
+                key_name=key,
+                model=model,
+                endpoint=endpoint,
+                prompt_tokens=len(engine_request.prompt_tokens),
+                completion_tokens=len(engine_request.output_tokens),
+                cached_tokens=engine_request.cached_tokens,
+                ttft_ms=None if first is None else (first - timings.queued) * 1000,
+                duration_ms=(end - timings.queued) * 1000,
+                status=status,  # type: ignore[arg-type]
+                error=error,
+            )
+        )
+
+    return Observation(metrics, model, endpoint, record)

@@ -40,6 +40,9 @@ def classify(error: errors.HearthError) -> WireError:
         (errors.EngineOverloadedError, WireError(429, "rate_limit_error", "queue_full")),
         (errors.InsufficientMemoryError, WireError(503, "server_error", "insufficient_memory")),
         (errors.SourceUnavailableError, WireError(404, "invalid_request_error", "model_not_found")),
+        (errors.AuthenticationError, WireError(401, "authentication_error", "invalid_api_key")),
+        (errors.PermissionDeniedError, WireError(403, "permission_error", "model_not_allowed")),
+        (errors.DatabaseError, WireError(503, "server_error", "database_unavailable")),
     ]
     for kind, wire in table:
         if isinstance(error, kind):

@@ -149,6 +149,12 @@ class KeyStore:
         with self._sessions.begin() as session:
             return bool(session.scalar(select(usable)))
 
+    def any_created(self) -> bool:
+        """Whether any key was ever created. The server requires keys from then on: revoking
+        or expiring the last key must not silently open it to everyone."""
+        with self._sessions.begin() as session:
+            return bool(session.scalar(select(exists().where(ApiKeyRow.id.is_not(None)))))
+
     def verify(self, secret: str | None) -> KeyInfo:
         """The key this secret belongs to, if it is active; else AuthenticationError (401)."""
         if not secret:

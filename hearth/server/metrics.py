@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from hearth.engine.engine import EngineStats
 from hearth.engine.manager import ModelManager
-from hearth.engine.request import RequestOutput
+from hearth.engine.request import Request as EngineRequest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TOKEN_GAP_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -54,29 +54,35 @@ class Metrics:
 
 
 class Observation:
-    """Feeds one generation's outputs into the metrics as they stream."""
+    """Feeds one generation's outputs into the metrics as they stream; when it ends, counts it
+    and hands it to the usage sink (streams cut short included: their tokens count)."""
 
-    def __init__(self, metrics: Metrics, model: str, endpoint: str) -> None:
+    def __init__(
+        self, metrics: Metrics, model: str, endpoint: str, usage: UsageSink | None = None
+    ) -> None:
         self._metrics = metrics
         self._model = model
         self._endpoint = endpoint
+        self._usage = usage
         self._last: float | None = None
 
-    def output(self, output: RequestOutput, queued: float) -> None:
+    def output(self, queued: float) -> None:
         now = time.monotonic()
         if self._last is None:
             self._metrics.ttft.labels(self._model).observe(now - queued)
         else:
             self._metrics.token_gap.labels(self._model).observe(now - self._last)
         self._last = now
-        if output.finished:
-            self.finish(output.prompt_tokens, output.completion_tokens, output.finish_reason)
 
-    def finish(self, prompt: int, completion: int, reason: str | None) -> None:
-        status = "aborted" if reason == "abort" else "error" if reason == "error" else "ok"
+    def done(self, request: EngineRequest, status: str, error: str | None = None) -> None:
         self._metrics.requests.labels(self._model, self._endpoint, status).inc()
-        self._metrics.prompt_tokens.labels(self._model).inc(prompt)
-        self._metrics.completion_tokens.labels(self._model).inc(completion)
+        self._metrics.prompt_tokens.labels(self._model).inc(len(request.prompt_tokens))
+        self._metrics.completion_tokens.labels(self._model).inc(len(request.output_tokens))
+        if self._usage is not None:
+            self._usage(request, self._model, self._endpoint, status, error)
+
+
+UsageSink = Callable[[EngineRequest, str, str, str, str | None], None]
 
 
 class _EngineCollector(Collector):

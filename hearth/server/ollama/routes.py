@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
+from hearth.server.auth import check_model
 from hearth.server.deps import embedders_of, manager_of, model_lease, observe, stream_outputs
 from hearth.server.metrics import Observation
 from hearth.server.ollama import convert
@@ -41,6 +42,7 @@ async def version() -> dict[str, str]:
 
 @router.post("/generate", response_model=None)
 async def generate(body: GenerateRequest, request: Request) -> Any:
+    check_model(request, body.model)
     manager = manager_of(request)
     keep_alive = parse_keep_alive(body.keep_alive)
     if not body.prompt and keep_alive == 0:  # Ollama's way to unload a model now
@@ -69,6 +71,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 
 @router.post("/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
+    check_model(request, body.model)
     manager = manager_of(request)
     keep_alive = parse_keep_alive(body.keep_alive)
     params = convert.sampling_params(body.options, body.format)
@@ -164,6 +167,7 @@ def _done_only(model: str, reason: str, extra: dict[str, Any] | None = None) -> 
 
 @router.post("/embed")
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+    check_model(request, body.model)
     embedder = await asyncio.to_thread(embedders_of(request).get, body.model)
     texts = body.texts()
     vectors = await asyncio.to_thread(embedder.embed, texts)

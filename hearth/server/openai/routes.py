@@ -16,6 +16,7 @@ from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.request import RequestOutput
 from hearth.errors import ValidationError
+from hearth.server.auth import check_model
 from hearth.server.deps import (
     collect,
     embedders_of,
@@ -52,6 +53,7 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+    check_model(request, body.model)
     if body.dimensions is not None:
         raise ValidationError("dimensions", body.dimensions, "is not supported")
     embedder = await asyncio.to_thread(embedders_of(request).get, body.model)
@@ -76,6 +78,7 @@ def _card(name: str, created: int) -> ModelCard:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    check_model(request, body.model)
     params = convert.chat_params(body)
     messages = convert.chat_messages(body)
     stack = AsyncExitStack()
@@ -101,6 +104,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Any:
+    check_model(request, body.model)
     params = convert.completion_params(body)
     prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
     stack = AsyncExitStack()

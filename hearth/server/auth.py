@@ -1,0 +1,48 @@
+"""API-key checks for every route but /health.
+
+Keys are required as soon as one key has been created (`hearth keys create`), and stay required
+after it is revoked or expires. A client sends it as
+``Authorization: Bearer <key>`` (OpenAI and Ollama clients) or ``x-api-key: <key>``. The key's
+model scope is checked by the routes, which know the model (:func:`check_model`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Request
+
+from hearth.server.keys import KeyInfo, KeyStore
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+def presented_secret(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def authenticate(request: Request) -> None:
+    """FastAPI dependency: sets ``request.state.key`` (None when keys are not in use)."""
+    request.state.key = None
+    if request.url.path in OPEN_PATHS:
+        return
+    keys: KeyStore = request.app.state.keys
+    if not await asyncio.to_thread(keys.any_created):
+        return
+    request.state.key = await asyncio.to_thread(keys.verify, presented_secret(request))
+
+
+def check_model(request: Request, model: str) -> None:
+    key: KeyInfo | None = getattr(request.state, "key", None)
+    if key is not None:
+        keys: KeyStore = request.app.state.keys
+        keys.check_model(key, model)
+
+
+def key_name(request: Request) -> str | None:
+    key: KeyInfo | None = getattr(request.state, "key", None)
+    return key.name if key is not None else None

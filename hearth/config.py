@@ -8,8 +8,9 @@ default and meaning, and ``hearth env`` prints that table.
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hearth.errors import ConfigError, ValidationError
@@ -51,6 +52,12 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         " A request's keep_alive overrides it for that model.",
     ),
     EnvVar(
+        "HEARTH_SHUTDOWN_TIMEOUT",
+        "30",
+        "Seconds `hearth serve` lets in-flight requests finish after SIGTERM before it aborts"
+        " them; usage records are flushed either way.",
+    ),
+    EnvVar(
         "HEARTH_DATABASE_URL",
         "sqlite:///$HEARTH_HOME/hearth.db",
         "SQLAlchemy URL of the database holding API keys and usage records, e.g."
@@ -77,6 +84,8 @@ class Settings:
     max_memory: int = 0  # bytes; from_env always sets it
     keep_alive: float = 300.0  # seconds; math.inf keeps models loaded forever
     database_url: str = ""  # "" means SQLite in HEARTH_HOME; see effective_database_url
+    shutdown_timeout: int = 30
+    aliases: Mapping[str, str] = field(default_factory=dict)  # from hearth.toml [aliases]
 
     @property
     def blobs_dir(self) -> Path:
@@ -115,7 +124,29 @@ class Settings:
             max_memory=_memory_budget(get),
             keep_alive=_keep_alive(get),
             database_url=_database_url(get),
+            shutdown_timeout=_int(get, "HEARTH_SHUTDOWN_TIMEOUT", minimum=0),
+            aliases=load_aliases(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
         )
+
+
+CONFIG_FILE = "hearth.toml"
+
+
+def load_aliases(path: Path) -> dict[str, str]:
+    """``[aliases]`` of hearth.toml: names applications use (say, a hosted model's) mapped to
+    local models, so switching an application to Hearth only changes its base URL."""
+    if not path.is_file():
+        return {}
+    try:
+        document = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    aliases = document.get("aliases", {})
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in aliases.items()
+    ):
+        raise ConfigError(f"{path}: [aliases] must map names to model names (strings)")
+    return dict(aliases)
 
 
 def _int(get: _Getter, name: str, minimum: int) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -37,7 +39,31 @@ def serve(
             " --insecure-no-auth"
         )
     err.print(f"[dim]Hearth listening on http://{address}:{port} (OpenAI API under /v1)[/]")
-    uvicorn.run(create_app(settings), host=address, port=port, log_level="warning")
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests run for the timeout, then
+    # cancels them (which aborts their engine requests); the app's shutdown flushes usage.
+    config = uvicorn.Config(
+        create_app(settings),
+        host=address,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
+    _graceful_server_class()(config).run()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done, so the process
+        would end "killed by signal"; a completed graceful shutdown is a success: exit 0."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if sig in (signal.SIGTERM, signal.SIGINT) and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
+
+    return GracefulServer
 
 
 def split_host(value: str) -> tuple[str, int]:

@@ -31,6 +31,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
         owned = manager is None
         app.state.manager = manager or ModelManager(Store(settings), settings)
         app.state.embedders = EmbedderPool(app.state.manager.store)

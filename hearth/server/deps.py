@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, asynccontextmanager
 
 from fastapi import Request
 
+from hearth.config import Settings
 from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.manager import ModelManager
@@ -24,6 +25,13 @@ from hearth.server.usage import UsageLog, UsageRecord
 def manager_of(request: Request) -> ModelManager:
     manager: ModelManager = request.app.state.manager
     return manager
+
+
+def local_name(request: Request, name: str) -> str:
+    """The local model behind ``name``: hearth.toml's [aliases] map a hosted model's name
+    (say "gpt-4o-mini") to a local one; other names are local names already."""
+    settings: Settings = request.app.state.settings
+    return settings.aliases.get(name, name)
 
 
 def embedders_of(request: Request) -> EmbedderPool:

@@ -17,7 +17,14 @@ from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
 from hearth.server.auth import check_model
-from hearth.server.deps import embedders_of, manager_of, model_lease, observe, stream_outputs
+from hearth.server.deps import (
+    embedders_of,
+    local_name,
+    manager_of,
+    model_lease,
+    observe,
+    stream_outputs,
+)
 from hearth.server.metrics import Observation
 from hearth.server.ollama import convert
 from hearth.server.ollama.schemas import (
@@ -42,6 +49,7 @@ async def version() -> dict[str, str]:
 
 @router.post("/generate", response_model=None)
 async def generate(body: GenerateRequest, request: Request) -> Any:
+    body = body.model_copy(update={"model": local_name(request, body.model)})
     check_model(request, body.model)
     manager = manager_of(request)
     keep_alive = parse_keep_alive(body.keep_alive)
@@ -71,6 +79,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 
 @router.post("/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
+    body = body.model_copy(update={"model": local_name(request, body.model)})
     check_model(request, body.model)
     manager = manager_of(request)
     keep_alive = parse_keep_alive(body.keep_alive)
@@ -167,6 +176,7 @@ def _done_only(model: str, reason: str, extra: dict[str, Any] | None = None) -> 
 
 @router.post("/embed")
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+    body = body.model_copy(update={"model": local_name(request, body.model)})
     check_model(request, body.model)
     embedder = await asyncio.to_thread(embedders_of(request).get, body.model)
     texts = body.texts()

@@ -20,6 +20,7 @@ from hearth.server.auth import check_model
 from hearth.server.deps import (
     collect,
     embedders_of,
+    local_name,
     manager_of,
     model_lease,
     observe,
@@ -53,10 +54,11 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
-    check_model(request, body.model)
+    model = local_name(request, body.model)
+    check_model(request, model)
     if body.dimensions is not None:
         raise ValidationError("dimensions", body.dimensions, "is not supported")
-    embedder = await asyncio.to_thread(embedders_of(request).get, body.model)
+    embedder = await asyncio.to_thread(embedders_of(request).get, model)
     texts = body.texts()
     vectors = await asyncio.to_thread(embedder.embed, texts)
     tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
@@ -78,12 +80,13 @@ def _card(name: str, created: int) -> ModelCard:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-    check_model(request, body.model)
+    model = local_name(request, body.model)
+    check_model(request, model)
     params = convert.chat_params(body)
     messages = convert.chat_messages(body)
     stack = AsyncExitStack()
     try:
-        llm = await stack.enter_async_context(model_lease(manager_of(request), body.model))
+        llm = await stack.enter_async_context(model_lease(manager_of(request), model))
         generations = llm.generate(llm.conversation_tokens(messages), params, n=body.n)
     except BaseException:
         await stack.aclose()
@@ -93,7 +96,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         body.model,
         llm,
         generations,
-        lambda: observe(request, body.model, "/v1/chat/completions"),
+        lambda: observe(request, model, "/v1/chat/completions"),
     )
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -104,12 +107,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Any:
-    check_model(request, body.model)
+    model = local_name(request, body.model)
+    check_model(request, model)
     params = convert.completion_params(body)
     prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
     stack = AsyncExitStack()
     try:
-        llm = await stack.enter_async_context(model_lease(manager_of(request), body.model))
+        llm = await stack.enter_async_context(model_lease(manager_of(request), model))
         generations = llm.generate(llm.tokenizer.tokenize(prompt), params, n=body.n)
     except BaseException:
         await stack.aclose()
@@ -119,7 +123,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         body.model,
         llm,
         generations,
-        lambda: observe(request, body.model, "/v1/completions"),
+        lambda: observe(request, model, "/v1/completions"),
     )
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage

@@ -18,6 +18,9 @@ from hearth.store import Store
 from tests.cli.process import HEARTH, hearth_env
 
 
+NO_EOS = {"2": -100}  # the tiny model's end-of-sequence token: every answer runs to max_tokens
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -51,11 +54,14 @@ def test_alias_then_sigterm_finishes_the_stream_and_flushes_usage(
                 time.sleep(0.1)
         with openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0) as client:
             answer = client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=3,
+                logit_bias=NO_EOS,
             )
             assert answer.model == "gpt-4o-mini"  # the application sees the name it asked for
             stream = client.completions.create(
-                model="gpt-4o-mini", prompt="go", max_tokens=200, stream=True
+                model="gpt-4o-mini", prompt="go", max_tokens=200, stream=True, logit_bias=NO_EOS
             )
             first = next(iter(stream))
             assert first.choices[0].text is not None

@@ -17,7 +17,6 @@ from hearth.server.usage import UsageLog
 from hearth.store import Store
 from tests.cli.process import HEARTH, hearth_env
 
-
 NO_EOS = {"2": -100}  # the tiny model's end-of-sequence token: every answer runs to max_tokens
 
 

@@ -6,9 +6,11 @@ chat messages; answers come back as :class:`Generation` handles streaming :class
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hearth.config import Settings
 from hearth.engine.engine import Engine, EngineStats, EngineThread, Generation
@@ -118,17 +120,25 @@ class LLM:
         """``n`` completions of an already tokenized prompt."""
         return self._thread.submit_many(tokens, params, n=n, cache_key=cache_key, timeout=timeout)
 
-    def conversation_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def conversation_tokens(
+        self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         """A chat through the model's template; a base model without one gets the messages'
         text joined by blank lines, as a plain completion prompt (what Ollama does too)."""
         if self.chat_template is None:
-            return self.tokenizer.tokenize("\n\n".join(m.content for m in messages))
-        return self.chat_tokens(messages)
+            texts = [m.content for m in messages]
+            if tools:
+                texts.insert(0, tools_preamble(tools))
+            return self.tokenizer.tokenize("\n\n".join(texts))
+        return self.chat_tokens(messages, tools)
 
-    def chat_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def chat_tokens(
+        self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         if self.chat_template is None:
             raise TemplateError("this model has no chat template; use plain completion")
-        text = self.chat_template.render(messages)
+        extra = {"tools": tools} if tools else None
+        text = self.chat_template.render(messages, extra=extra)
         bos_text = self.tokenizer.token_text(self.tokenizer.bos)
         # Templates usually write the BOS token themselves; never add a second one.
         add_bos = not (bos_text and text.startswith(bos_text))
@@ -136,6 +146,15 @@ class LLM:
 
     def close(self) -> None:
         self._thread.close()
+
+
+def tools_preamble(tools: list[dict[str, Any]]) -> str:
+    """Tool descriptions for a model whose template cannot show them (Hermes style)."""
+    listing = "\n".join(json.dumps(tool) for tool in tools)
+    return (
+        "You may call these tools. To call one, answer with"
+        ' <tool_call>{"name": ..., "arguments": {...}}</tool_call>\n' + listing
+    )
 
 
 def _load_template(runner: LlamaRunner) -> ChatTemplate | None:

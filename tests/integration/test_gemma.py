@@ -46,7 +46,7 @@ def test_greedy_alone_equals_greedy_in_a_batch(gemma: LLM) -> None:
         assert tokens_of(generation)[: len(alone)] == alone
         first, reference = generation.request.logprobs[0], single.request.logprobs[0]
         assert first.token == reference.token
-        assert first.logprob == pytest.approx(reference.logprob, abs=0.05)
+        assert first.logprob == pytest.approx(reference.logprob, abs=0.15)
     assert alone
 
 

@@ -34,7 +34,7 @@ def gemma(gemma_model: Path) -> Iterator[LLM]:
 
 def test_greedy_alone_equals_greedy_in_a_batch_of_16(gemma: LLM) -> None:
     """llama.cpp is not batch-invariant (tests/greedy.py): tokens are compared exactly up to
-    the first close call, and the first token's log-probability within 0.05."""
+    the first close call, and the first token's log-probability within 0.15."""
     prompts = [PROMPTS[i % 4] + " " * (i // 4) for i in range(16)]
     alone = [gemma.complete(p, GREEDY, cache_key=f"a{i}") for i, p in enumerate(prompts)]
     decided = [decided_tokens(g, CLOSE_CALL) for g in alone]
@@ -43,7 +43,7 @@ def test_greedy_alone_equals_greedy_in_a_batch_of_16(gemma: LLM) -> None:
         assert tokens_of(generation)[: len(expected)] == expected
         first, reference = generation.request.logprobs[0], single.request.logprobs[0]
         assert first.token == reference.token
-        assert first.logprob == pytest.approx(reference.logprob, abs=0.05)
+        assert first.logprob == pytest.approx(reference.logprob, abs=0.15)
     assert sum(map(len, decided)) >= 2 * 16
 
 

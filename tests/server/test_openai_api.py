@@ -208,3 +208,52 @@ def test_client_that_disconnects_mid_stream_frees_its_sequence(base_url: str) ->
         timeout=30,
     )
     assert follow.status_code == 200
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_forced_tool_call_is_parsed_into_tool_calls(client: openai.OpenAI, stream: bool) -> None:
+    """tool_choice naming a function constrains the output to a valid call (grammar), and the
+    server turns the model's <tool_call> text into OpenAI tool_calls."""
+    request = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "weather in Paris?"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "max_tokens": 200,
+        "temperature": 0,
+    }
+    if not stream:
+        choice = client.chat.completions.create(**request).choices[0]  # type: ignore[call-overload]
+        calls, reason = choice.message.tool_calls, choice.finish_reason
+    else:
+        chunks = list(client.chat.completions.create(stream=True, **request))  # type: ignore[call-overload]
+        calls = [c for chunk in chunks for c in (chunk.choices[0].delta.tool_calls or [])]
+        reason = chunks[-1].choices[0].finish_reason
+    assert reason == "tool_calls"
+    assert calls is not None and len(calls) == 1
+    assert calls[0].function.name == "get_weather"
+    assert set(json.loads(calls[0].function.arguments)) == {"city"}
+
+
+def test_tool_choice_naming_an_unknown_tool_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="tool_choice"):
+        client.chat.completions.create(
+            model=CHAT,
+            messages=[{"role": "user", "content": "x"}],
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )

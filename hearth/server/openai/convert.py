@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from typing import Any
 
 import numpy as np
 
-from hearth.engine.grammar import json_object_grammar, json_schema_grammar
+from hearth.engine.grammar import json_object_grammar, json_schema_grammar, tool_call_grammar
 from hearth.engine.request import RequestOutput, TokenLogprob
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.templates import ChatMessage
+from hearth.engine.tools import parse_tool_calls
 from hearth.errors import ValidationError
 from hearth.server.openai.schemas import (
     MAX_STOP,
@@ -69,7 +71,33 @@ def _params(
     )
 
 
+def tools_for_template(body: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+    """The tools as chat templates expect them (None when the model must not call any)."""
+    if not body.tools or body.tool_choice == "none":
+        return None
+    return [tool.model_dump(exclude_none=True) for tool in body.tools]
+
+
+def _tool_grammar(body: ChatCompletionRequest) -> str | None:
+    """tool_choice "required" or a named function: a grammar that only admits a call."""
+    choice = body.tool_choice
+    if not body.tools or choice in (None, "none", "auto"):
+        if choice not in (None, "none", "auto"):
+            raise ValidationError("tool_choice", choice, "requires tools")
+        return None
+    functions = [tool.function.model_dump(exclude_none=True) for tool in body.tools]
+    name = None if choice == "required" else choice.function.name  # type: ignore[union-attr]
+    return tool_call_grammar(functions, name)
+
+
 def _grammar(body: ChatCompletionRequest) -> str | None:
+    tool_grammar = _tool_grammar(body)
+    if tool_grammar is not None:
+        if body.response_format is not None and body.response_format.type != "text":
+            raise ValidationError(
+                "tool_choice", "required", "cannot be combined with response_format"
+            )
+        return tool_grammar
     response_format = body.response_format
     if response_format is None or response_format.type == "text":
         return None
@@ -78,6 +106,20 @@ def _grammar(body: ChatCompletionRequest) -> str | None:
     if response_format.json_schema is None:
         raise ValidationError("response_format.json_schema", None, "required for type json_schema")
     return json_schema_grammar(response_format.json_schema.schema_)
+
+
+def tool_calls_message(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split an answer into content and OpenAI tool calls (empty when it made none)."""
+    content, calls = parse_tool_calls(text)
+    wire = [
+        {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for call in calls
+    ]
+    return (content or None) if wire else text, wire
 
 
 def chat_messages(body: ChatCompletionRequest) -> list[ChatMessage]:

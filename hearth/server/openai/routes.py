@@ -87,7 +87,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     stack = AsyncExitStack()
     try:
         llm = await stack.enter_async_context(model_lease(manager_of(request), model))
-        generations = llm.generate(llm.conversation_tokens(messages), params, n=body.n)
+        tools = convert.tools_for_template(body)
+        prompt = llm.conversation_tokens(messages, tools)
+        generations = llm.generate(prompt, params, n=body.n)
     except BaseException:
         await stack.aclose()
         raise
@@ -97,10 +99,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         llm,
         generations,
         lambda: observe(request, model, "/v1/chat/completions"),
+        tools=tools is not None,
     )
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        return _sse(reply.chat_chunks(usage), stack)
+        chunks = reply.tool_chunks(usage) if tools is not None else reply.chat_chunks(usage)
+        return _sse(chunks, stack)
     async with stack:
         return JSONResponse(await reply.chat_response())
 
@@ -152,8 +156,11 @@ class _Reply:
         llm: LLM,
         generations: list[Generation],
         observe: Callable[[], Observation],
+        *,
+        tools: bool = False,
     ) -> None:
         self._observe = observe
+        self._tools = tools
         prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
         self.id = f"{prefix}-{uuid.uuid4().hex}"
         self.kind = kind
@@ -166,14 +173,39 @@ class _Reply:
         choices = []
         for index, generation in enumerate(self.generations):
             outputs = await collect(generation, self._observe())
+            message, reason = self._message(_text(outputs), convert.finish_reason(outputs[-1]))
             choice: dict[str, Any] = {
                 "index": index,
-                "message": {"role": "assistant", "content": _text(outputs)},
-                "finish_reason": convert.finish_reason(outputs[-1]),
+                "message": message,
+                "finish_reason": reason,
                 "logprobs": self._chat_logprobs(generation),
             }
             choices.append(choice)
         return self._envelope("chat.completion", choices, usage=True)
+
+    def _message(self, text: str, reason: str) -> tuple[dict[str, Any], str]:
+        """The assistant message, with tool calls parsed out when the request offered tools."""
+        if not self._tools:
+            return {"role": "assistant", "content": text}, reason
+        content, calls = convert.tool_calls_message(text)
+        if not calls:
+            return {"role": "assistant", "content": text}, reason
+        return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+
+    async def tool_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+        """With tools, an answer is held until it ends: only then can it be told apart from a
+        tool call. It is sent as one delta (content or tool calls) and the finish chunk."""
+        for index, generation in enumerate(self.generations):
+            outputs = await collect(generation, self._observe())
+            message, reason = self._message(_text(outputs), convert.finish_reason(outputs[-1]))
+            delta = dict(message)
+            if "tool_calls" in delta:
+                delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
+            for piece, finish in ((delta, None), ({}, reason)):
+                choice = {"index": index, "delta": piece, "logprobs": None, "finish_reason": finish}
+                yield self._envelope("chat.completion.chunk", [choice], usage=False)
+        if include_usage:
+            yield self._envelope("chat.completion.chunk", [], usage=True)
 
     async def completion_response(self) -> dict[str, Any]:
         choices = []

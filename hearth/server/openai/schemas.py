@@ -33,13 +33,48 @@ class ResponseFormat(_Wire):
     json_schema: JsonSchemaFormat | None = None
 
 
+class FunctionCallIn(_Wire):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(_Wire):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class FunctionSpec(_Wire):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolSpec(_Wire):
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         """Text content; content parts of type "text" are joined (images are not supported)."""
+        if self.tool_calls:  # an earlier call, shown to the model in the format it writes
+            return "".join(
+                f'<tool_call>{{"name": "{c.function.name}", "arguments": {c.function.arguments}}}'
+                "</tool_call>"
+                for c in self.tool_calls
+            )
         if self.content is None:
             return ""
         if isinstance(self.content, str):
@@ -76,6 +111,8 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    tools: list[ToolSpec] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     chat_template: str | None = None  # refused: templates come from the model, never a request
 
 

@@ -24,7 +24,7 @@ from typing import Any, cast
 import llama_cpp
 import numpy as np
 
-from hearth.engine.runner import LlamaTokenizer, _init_backend, _load_model
+from hearth.engine.runner import BatchWriter, LlamaTokenizer, _init_backend, _load_model
 from hearth.errors import ContextOverflowError, EngineError, ModelLoadError, ValidationError
 
 MAX_SEQS = 256  # llama.cpp's LLAMA_MAX_SEQ (the bindings do not export it)
@@ -170,24 +170,10 @@ class Embedder:
         return [self._pooled(seq_id) for seq_id in range(len(sequences))]
 
     def _fill_batch(self, sequences: list[list[int]]) -> None:
-        batch = self._batch
-        token, pos, n_seq_id, seq_ids, logits = (
-            batch.token,
-            batch.pos,
-            batch.n_seq_id,
-            batch.seq_id,
-            batch.logits,
-        )
-        n = 0
+        writer = BatchWriter(self._batch)
         for seq_id, tokens in enumerate(sequences):
-            for position, t in enumerate(tokens):
-                token[n] = t
-                pos[n] = position
-                n_seq_id[n] = 1
-                seq_ids[n][0] = seq_id
-                logits[n] = True  # pooling reads every token's output
-                n += 1
-        batch.n_tokens = n
+            writer.add(tokens, 0, seq_id, outputs=True)  # pooling reads every token's output
+        writer.close()
 
     def _pooled(self, seq_id: int) -> np.ndarray[Any, Any]:
         pointer = llama_cpp.llama_get_embeddings_seq(self._ctx, seq_id)

@@ -12,7 +12,7 @@ import ctypes
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import llama_cpp
 import numpy as np
@@ -212,33 +212,58 @@ class LlamaRunner:
             raise EngineError(
                 f"step of {output.num_tokens} tokens exceeds batch {self.config.n_batch}"
             )
-        batch = self._batch
-        # Field pointers fetched once: each ctypes attribute access builds a new object.
-        token, pos, n_seq_id, seq_ids, logits = (
+        writer = BatchWriter(self._batch)
+        to_sample = []
+        for chunk in output.chunks:
+            seq_id = chunk.request.seq_id
+            if seq_id is None:
+                raise EngineError(f"request {chunk.request.request_id} has no sequence")
+            last = writer.add(chunk.tokens, chunk.start_pos, seq_id, outputs=False)
+            if chunk.sample:
+                writer.want_output(last)
+                to_sample.append((chunk.request, last))
+        writer.close()
+        return to_sample
+
+
+class BatchWriter:
+    """Writes tokens into a ``llama_batch``, one sequence id per token.
+
+    The field pointers are fetched once: each ctypes attribute access builds a new object,
+    which would cost more than the writes themselves."""
+
+    def __init__(self, batch: llama_cpp.llama_batch) -> None:
+        self._batch = batch
+        # Typed Any: llama-cpp-python's stubs give some of these fields the wrong array types.
+        self._fields: tuple[Any, ...] = (
             batch.token,
             batch.pos,
             batch.n_seq_id,
             batch.seq_id,
             batch.logits,
         )
-        n = 0
-        to_sample = []
-        for chunk in output.chunks:
-            seq_id = chunk.request.seq_id
-            if seq_id is None:
-                raise EngineError(f"request {chunk.request.request_id} has no sequence")
-            for i, t in enumerate(chunk.tokens, start=chunk.start_pos):
-                token[n] = t
-                pos[n] = i
-                n_seq_id[n] = 1
-                seq_ids[n][0] = seq_id
-                logits[n] = False
-                n += 1
-            if chunk.sample:
-                logits[n - 1] = True
-                to_sample.append((chunk.request, n - 1))
-        batch.n_tokens = n
-        return to_sample
+        self.n = 0
+
+    def add(self, tokens: list[int], start_pos: int, seq_id: int, *, outputs: bool) -> int:
+        """Append ``tokens`` at positions from ``start_pos``; return the last one's index."""
+        token, pos, n_seq_id, seq_ids, logits = self._fields
+        n = self.n
+        for position, t in enumerate(tokens, start=start_pos):
+            token[n] = t
+            pos[n] = position
+            n_seq_id[n] = 1
+            seq_ids[n][0] = seq_id
+            logits[n] = outputs
+            n += 1
+        self.n = n
+        return n - 1
+
+    def want_output(self, index: int) -> None:
+        logits = self._fields[-1]
+        logits[index] = True
+
+    def close(self) -> None:
+        self._batch.n_tokens = self.n
 
 
 def build_sampler_chain(

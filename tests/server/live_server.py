@@ -6,11 +6,25 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 
 from hearth.config import Settings
 from hearth.server.app import create_app
+
+
+def server_settings(home: Path, **overrides: str) -> Settings:
+    """Settings for a test server: a small context and few sequences keep it light."""
+    env = {
+        "HEARTH_HOME": str(home),
+        "HEARTH_CONTEXT": "1024",
+        "HEARTH_MAX_SEQS": "4",
+        "HEARTH_CACHE_SEQS": "2",
+        "HEARTH_THREADS": "2",
+        **overrides,
+    }
+    return Settings.from_env(env)
 
 
 @contextmanager

@@ -8,22 +8,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hearth.config import Settings
 from hearth.store import Store
-from tests.server.live_server import live_server
+from tests.server.live_server import live_server, server_settings
 
 CHAT = "tiny-chat:latest"
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) -> Iterator[str]:
-    settings = Settings.from_env(
-        {
-            "HEARTH_HOME": str(tmp_path_factory.mktemp("metrics-home")),
-            "HEARTH_CONTEXT": "512",
-            "HEARTH_MAX_SEQS": "2",
-            "HEARTH_CACHE_SEQS": "0",
-        }
+    home = tmp_path_factory.mktemp("metrics-home")
+    settings = server_settings(
+        home, HEARTH_CONTEXT="512", HEARTH_MAX_SEQS="2", HEARTH_CACHE_SEQS="0"
     )
     Store(settings).import_gguf(tiny_chat_model, "tiny-chat")
     with live_server(settings) as url:

@@ -10,9 +10,8 @@ import httpx
 import openai
 import pytest
 
-from hearth.config import Settings
 from hearth.store import Store
-from tests.server.live_server import live_server
+from tests.server.live_server import live_server, server_settings
 
 GEMMA = "gemma3:270m"
 CHAT = "tiny-chat:latest"
@@ -21,15 +20,7 @@ CHAT = "tiny-chat:latest"
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) -> Iterator[str]:
     home = tmp_path_factory.mktemp("server-home")
-    settings = Settings.from_env(
-        {
-            "HEARTH_HOME": str(home),
-            "HEARTH_CONTEXT": "1024",
-            "HEARTH_MAX_SEQS": "4",
-            "HEARTH_CACHE_SEQS": "2",
-            "HEARTH_THREADS": "2",
-        }
-    )
+    settings = server_settings(home)
     store = Store(settings)
     store.pull(GEMMA)
     store.import_gguf(tiny_chat_model, "tiny-chat")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractContextManager, aclosing, asynccontextmanager
 
 from fastapi import Request
 
@@ -63,7 +63,7 @@ def _drain(outputs: queue.Queue[RequestOutput]) -> list[RequestOutput]:
 
 async def stream_outputs(
     generation: Generation, observation: Observation | None = None
-) -> AsyncIterator[RequestOutput]:
+) -> AsyncGenerator[RequestOutput, None]:
     """The generation's outputs, read on the event loop without parking a thread per stream:
     the engine thread sets an asyncio event after each output. Closing this iterator early
     (the client went away) aborts the request, which frees its KV cells."""
@@ -112,7 +112,9 @@ def _status(finished: RequestOutput | None, error: BaseException | None) -> str:
 async def collect(
     generation: Generation, observation: Observation | None = None
 ) -> list[RequestOutput]:
-    return [output async for output in stream_outputs(generation, observation)]
+    outputs = stream_outputs(generation, observation)
+    async with aclosing(outputs):
+        return [output async for output in outputs]
 
 
 def observe(request: Request, model: str, endpoint: str) -> Observation:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -125,12 +125,13 @@ async def _answer(
     if stream:
 
         async def body() -> AsyncIterator[bytes]:
-            async with stack:
+            # aclosing: a client that leaves closes every layer of generators at once.
+            async with stack, aclosing(lines):
                 async for line in lines:
                     yield (json.dumps(line) + "\n").encode()
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
-    async with stack:
+    async with stack, aclosing(lines):
         parts = [line async for line in lines]
     final = parts[-1]
     text = "".join(_text_of(p) for p in parts)
@@ -139,20 +140,22 @@ async def _answer(
 
 async def _lines(
     model: str, generation: Generation, shape: Shape, observation: Observation
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     started = time.monotonic_ns()
     first: int | None = None
-    async for output in stream_outputs(generation, observation):
-        first = first or time.monotonic_ns()
-        line: dict[str, Any] = {
-            "model": model,
-            "created_at": convert.timestamp(),
-            **shape(output.text),
-            "done": False,
-        }
-        if output.finished:
-            line.update(convert.final_fields(output, started, first, time.monotonic_ns()))
-        yield line
+    outputs = stream_outputs(generation, observation)
+    async with aclosing(outputs):
+        async for output in outputs:
+            first = first or time.monotonic_ns()
+            line: dict[str, Any] = {
+                "model": model,
+                "created_at": convert.timestamp(),
+                **shape(output.text),
+                "done": False,
+            }
+            if output.finished:
+                line.update(convert.final_fields(output, started, first, time.monotonic_ns()))
+            yield line
 
 
 def _text_of(line: dict[str, Any]) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -136,11 +136,12 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         return JSONResponse(await reply.completion_response())
 
 
-def _sse(events: AsyncIterator[dict[str, Any]], stack: AsyncExitStack) -> StreamingResponse:
+def _sse(events: AsyncGenerator[dict[str, Any], None], stack: AsyncExitStack) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         async with stack:  # the model stays leased until the last byte is sent
-            async for event in events:
-                yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+            async with aclosing(events):  # a client that leaves closes every layer now
+                async for event in events:
+                    yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
             yield b"data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream")
@@ -192,7 +193,7 @@ class _Reply:
             return {"role": "assistant", "content": text}, reason
         return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
 
-    async def tool_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    async def tool_chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         """With tools, an answer is held until it ends: only then can it be told apart from a
         tool call. It is sent as one delta (content or tool calls) and the finish chunk."""
         for index, generation in enumerate(self.generations):
@@ -221,38 +222,44 @@ class _Reply:
             )
         return self._envelope("text_completion", choices, usage=True)
 
-    async def chat_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    async def chat_chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         for index, generation in enumerate(self.generations):
             first = True
-            async for output in stream_outputs(generation, self._observe()):
-                delta: dict[str, Any] = {"content": output.text}
-                if first:
-                    delta["role"] = "assistant"
-                    first = False
-                choice: dict[str, Any] = {
-                    "index": index,
-                    "delta": delta,
-                    "logprobs": convert.chat_logprobs(list(output.logprobs), self.token_text)
-                    if generation.request.params.logprobs is not None
-                    else None,
-                    "finish_reason": convert.finish_reason(output) if output.finished else None,
-                }
-                yield self._envelope("chat.completion.chunk", [choice], usage=False)
+            outputs = stream_outputs(generation, self._observe())
+            async with aclosing(outputs):
+                async for output in outputs:
+                    delta: dict[str, Any] = {"content": output.text}
+                    if first:
+                        delta["role"] = "assistant"
+                        first = False
+                    choice: dict[str, Any] = {
+                        "index": index,
+                        "delta": delta,
+                        "logprobs": convert.chat_logprobs(list(output.logprobs), self.token_text)
+                        if generation.request.params.logprobs is not None
+                        else None,
+                        "finish_reason": convert.finish_reason(output) if output.finished else None,
+                    }
+                    yield self._envelope("chat.completion.chunk", [choice], usage=False)
         if include_usage:
             yield self._envelope("chat.completion.chunk", [], usage=True)
 
-    async def completion_chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    async def completion_chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         for index, generation in enumerate(self.generations):
-            async for output in stream_outputs(generation, self._observe()):
-                choice = {
-                    "index": index,
-                    "text": output.text,
-                    "logprobs": convert.completion_logprobs(list(output.logprobs), self.token_text)
-                    if generation.request.params.logprobs is not None
-                    else None,
-                    "finish_reason": convert.finish_reason(output) if output.finished else None,
-                }
-                yield self._envelope("text_completion", [choice], usage=False)
+            outputs = stream_outputs(generation, self._observe())
+            async with aclosing(outputs):
+                async for output in outputs:
+                    choice = {
+                        "index": index,
+                        "text": output.text,
+                        "logprobs": convert.completion_logprobs(
+                            list(output.logprobs), self.token_text
+                        )
+                        if generation.request.params.logprobs is not None
+                        else None,
+                        "finish_reason": convert.finish_reason(output) if output.finished else None,
+                    }
+                    yield self._envelope("text_completion", [choice], usage=False)
         if include_usage:
             yield self._envelope("text_completion", [], usage=True)
 

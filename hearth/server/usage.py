@@ -32,6 +32,7 @@ GroupBy = Literal["key", "model"]
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+COALESCE_SECONDS = 0.5
 RETRY_DELAYS = (0.1, 0.5, 2.0)  # seconds between attempts at a batch the database refused
 
 
@@ -191,10 +192,17 @@ class UsageLog:
                 self._drained.notify_all()
 
     def _next_batch(self) -> list[UsageRecord | None]:
+        """The first record, then whatever follows within COALESCE_SECONDS: one commit per
+        window instead of one per request keeps the writer's CPU off the requests' latency
+        (measured: 11 ms more median time to first token when every request committed)."""
         batch = [self._queue.get()]
+        deadline = time.monotonic() + COALESCE_SECONDS
         while len(batch) < self._batch_size and batch[-1] is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.get(timeout=remaining))
             except queue.Empty:
                 break
         return batch

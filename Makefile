@@ -30,7 +30,7 @@ setup-dev: $(VENV)/.installed-dev
 	scripts/install_system_deps.sh
 
 run: setup
-	$(BIN)/hearth run gemma3:270m "$(PROMPT)"
+	$(BIN)/hearth run gemma3:270m "$(PROMPT)" --max-tokens 200
 
 lint: setup-dev
 	$(BIN)/ruff check hearth tests bench

@@ -52,6 +52,11 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         " A request's keep_alive overrides it for that model.",
     ),
     EnvVar(
+        "HEARTH_API_KEY",
+        "",
+        "API key the CLI sends to a running server (needed once the server has keys).",
+    ),
+    EnvVar(
         "HEARTH_SHUTDOWN_TIMEOUT",
         "30",
         "Seconds `hearth serve` lets in-flight requests finish after SIGTERM before it aborts"
@@ -85,6 +90,7 @@ class Settings:
     keep_alive: float = 300.0  # seconds; math.inf keeps models loaded forever
     database_url: str = ""  # "" means SQLite in HEARTH_HOME; see effective_database_url
     shutdown_timeout: int = 30
+    api_key: str = ""
     aliases: Mapping[str, str] = field(default_factory=dict)  # from hearth.toml [aliases]
 
     @property
@@ -125,6 +131,7 @@ class Settings:
             keep_alive=_keep_alive(get),
             database_url=_database_url(get),
             shutdown_timeout=_int(get, "HEARTH_SHUTDOWN_TIMEOUT", minimum=0),
+            api_key=source.get("HEARTH_API_KEY", ""),
             aliases=load_aliases(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
         )
 

@@ -46,6 +46,33 @@ app.add_typer(keys_app, name="keys")
 app.command("usage")(cli_errors(keys_cmds.usage))
 
 
+@app.command("ps")
+@cli_errors
+def ps() -> None:
+    """List the models a running server has loaded."""
+    from rich.table import Table
+
+    from hearth.client import HearthClient, ServerError
+
+    settings = get_settings()
+    with HearthClient(f"http://{settings.host}", api_key=settings.api_key or None) as client:
+        if not client.is_up():
+            raise ServerError(
+                f"no Hearth server answers on {settings.host} (start one: hearth serve)"
+            )
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("NAME", "MEMORY", "CONTEXT", "UNTIL"):
+            table.add_column(column, no_wrap=True)
+        for model in client.loaded():
+            table.add_row(
+                model.name,
+                f"{model.size / 2**20:.0f} MiB",
+                str(model.context_length),
+                model.expires_at,
+            )
+        out.print(table)
+
+
 @app.command("env")
 def env() -> None:
     """List the environment variables Hearth reads, with their defaults."""

@@ -13,8 +13,10 @@ from typing import Annotated
 
 import typer
 
+from hearth.cli import remote
 from hearth.cli.chat_session import HELP, ChatSession, Command, MultilineReader, parse_line
 from hearth.cli.console import byte_progress, err, out
+from hearth.client import HearthClient
 from hearth.config import get_settings
 from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM, EngineConfig
@@ -41,22 +43,32 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Print timings after the answer")
     ] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run in this process even when a server is up")
+    ] = False,
 ) -> None:
-    """Run a model: answer a prompt, or chat interactively."""
+    """Run a model: answer a prompt, or chat interactively.
+
+    When `hearth serve` answers on HEARTH_HOST, the model runs there (and stays loaded for the
+    next command); otherwise it runs in this process."""
     params = _params(temperature, top_k, top_p, seed, max_tokens, stop)
     prompt = _with_stdin(prompt)
     settings = get_settings()
+    if not local:
+        with HearthClient(f"http://{settings.host}", api_key=settings.api_key or None) as client:
+            if client.is_up():
+                raise typer.Exit(remote.run(client, model, prompt, params))
     store = Store(settings)
     with byte_progress(f"pulling {model}") as progress:
-        local = store.ensure(model, progress=progress)
+        stored = store.ensure(model, progress=progress)
     started = time.monotonic()
     with LLM(
-        local.model_path, EngineConfig.from_settings(settings, max_seqs=1, cache_seqs=1)
+        stored.model_path, EngineConfig.from_settings(settings, max_seqs=1, cache_seqs=1)
     ) as llm:
         session = ChatSession(uses_template=llm.chat_template is not None, params=params)
         if not session.uses_template:
             err.print(
-                f"[dim]{local.name} has no chat template (a base model): "
+                f"[dim]{stored.name} has no chat template (a base model): "
                 "running plain text completion[/]"
             )
         if prompt is not None:

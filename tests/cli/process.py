@@ -15,11 +15,15 @@ def hearth_env(home: Path) -> dict[str, str]:
 
 
 def run_hearth(
-    home: Path, *args: str, stdin: str | None = None, timeout: float = 120
+    home: Path,
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [HEARTH, *args],
-        env=hearth_env(home),
+        env={**hearth_env(home), **(env or {})},
         input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,

@@ -1,0 +1,102 @@
+"""`hearth run` against a running server: the same conversation, streamed over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from hearth.cli.chat_session import ChatSession, Command, MultilineReader, parse_line
+from hearth.cli.console import err, out
+from hearth.client import Chunk, HearthClient
+from hearth.engine.sampling import SamplingParams
+from hearth.errors import HearthError
+
+EXIT_INTERRUPTED = 130
+
+
+def options(params: SamplingParams) -> dict[str, Any]:
+    """Sampling parameters as Ollama's `options`."""
+    given: dict[str, Any] = {
+        "temperature": params.temperature,
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "repeat_penalty": params.repeat_penalty,
+        "seed": params.seed,
+        "num_predict": params.max_tokens,
+        "stop": list(params.stop) or None,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def run(client: HearthClient, model: str, prompt: str | None, params: SamplingParams) -> int:
+    if prompt is not None:
+        return _stream(client.generate(model, prompt, options(params)))
+    return _interactive(client, model, ChatSession(uses_template=True, params=params))
+
+
+def _stream(chunks: Iterator[Chunk]) -> int:
+    """Print an answer as it streams; Ctrl-C closes the stream, which aborts it server-side."""
+    try:
+        for chunk in chunks:
+            out.file.write(chunk.text)
+            out.file.flush()
+    except KeyboardInterrupt:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        out.file.write("\n")
+        err.print("[dim]stopped[/]")
+        return EXIT_INTERRUPTED
+    out.file.write("\n")
+    return 0
+
+
+def _interactive(client: HearthClient, model: str, session: ChatSession) -> int:
+    err.print(f"[dim]Chatting with {model} on the running server; /bye to leave.[/]")
+    reader = MultilineReader()
+    while True:
+        try:
+            line = input("... " if reader.collecting else ">>> ")
+        except EOFError:
+            out.file.write("\n")
+            return 0
+        except KeyboardInterrupt:
+            out.file.write("\n")
+            reader = MultilineReader()
+            continue
+        message = reader.feed(line)
+        if message is None or not message.strip():
+            continue
+        parsed = parse_line(message)
+        if isinstance(parsed, Command):
+            if parsed.name in ("/bye", "/exit", "/quit"):
+                return 0
+            if parsed.name == "/clear":
+                session.clear()
+            else:
+                err.print("[dim]Only /clear and /bye work against a server for now.[/]")
+            continue
+        _chat_turn(client, model, session, parsed)
+
+
+def _chat_turn(client: HearthClient, model: str, session: ChatSession, text: str) -> None:
+    session.user_turn(text)
+    history = [{"role": m.role, "content": m.content} for m in session.messages]
+    pieces: list[str] = []
+
+    def collected() -> Iterator[Chunk]:
+        for chunk in client.chat(model, history, options(session.params)):
+            pieces.append(chunk.text)
+            yield chunk
+
+    try:
+        status = _stream(collected())
+    except HearthError as error:
+        session.forget_last_user_turn(len(text))
+        err.print(f"[bold red]error:[/] {error}")
+        return
+    if status == 0:
+        session.model_turn("".join(pieces))
+    else:
+        session.forget_last_user_turn(len(text))

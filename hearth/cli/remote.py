@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from hearth.cli.chat_session import ChatSession, Command, MultilineReader, parse_line
+from hearth.cli.chat_io import apply_command, read_turns
+from hearth.cli.chat_session import ChatSession, Command
 from hearth.cli.console import err, out
 from hearth.client import Chunk, HearthClient
 from hearth.engine.sampling import SamplingParams
@@ -53,31 +54,14 @@ def _stream(chunks: Iterator[Chunk]) -> int:
 
 
 def _interactive(client: HearthClient, model: str, session: ChatSession) -> int:
-    err.print(f"[dim]Chatting with {model} on the running server; /bye to leave.[/]")
-    reader = MultilineReader()
-    while True:
-        try:
-            line = input("... " if reader.collecting else ">>> ")
-        except EOFError:
-            out.file.write("\n")
-            return 0
-        except KeyboardInterrupt:
-            out.file.write("\n")
-            reader = MultilineReader()
-            continue
-        message = reader.feed(line)
-        if message is None or not message.strip():
-            continue
-        parsed = parse_line(message)
-        if isinstance(parsed, Command):
-            if parsed.name in ("/bye", "/exit", "/quit"):
+    err.print(f"[dim]Chatting with {model} on the running server; /? for help, /bye to leave.[/]")
+    for turn in read_turns():
+        if isinstance(turn, Command):
+            if not apply_command(turn, session):
                 return 0
-            if parsed.name == "/clear":
-                session.clear()
-            else:
-                err.print("[dim]Only /clear and /bye work against a server for now.[/]")
             continue
-        _chat_turn(client, model, session, parsed)
+        _chat_turn(client, model, session, turn)
+    return 0
 
 
 def _chat_turn(client: HearthClient, model: str, session: ChatSession, text: str) -> None:

@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 
 from hearth.cli import remote
-from hearth.cli.chat_session import HELP, ChatSession, Command, MultilineReader, parse_line
+from hearth.cli.chat_io import apply_command, read_turns
+from hearth.cli.chat_session import ChatSession, Command
 from hearth.cli.console import byte_progress, err, out
 from hearth.client import HearthClient
 from hearth.config import get_settings
@@ -164,50 +165,12 @@ def _print_stats(generation: Generation, started: float, first_token_at: float |
 
 def _interactive(llm: LLM, session: ChatSession, verbose: bool) -> None:
     err.print("[dim]Type a message; /? for help, /bye to leave.[/]")
-    reader = MultilineReader()
-    while True:
-        try:
-            line = input("... " if reader.collecting else ">>> ")
-        except EOFError:
-            out.file.write("\n")
-            return
-        except KeyboardInterrupt:
-            out.file.write("\n")
-            err.print("[dim]Use /bye or Ctrl-D to leave.[/]")
-            reader = MultilineReader()
-            continue
-        message = reader.feed(line)
-        if message is None or not message.strip():
-            continue
-        parsed = parse_line(message)
-        if isinstance(parsed, Command):
-            if not _command(parsed, session):
+    for turn in read_turns():
+        if isinstance(turn, Command):
+            if not apply_command(turn, session):
                 return
             continue
         try:
-            _answer(llm, session, parsed, time.monotonic(), verbose)
+            _answer(llm, session, turn, time.monotonic(), verbose)
         except HearthError as error:
             err.print(f"[bold red]error:[/] {error}")
-
-
-def _command(command: Command, session: ChatSession) -> bool:
-    """Run a slash command; False means leave."""
-    if command.name in ("/bye", "/exit", "/quit"):
-        return False
-    if command.name == "/clear":
-        session.clear()
-        err.print("[dim]Cleared the conversation.[/]")
-    elif command.name == "/set" and len(command.args) == 3 and command.args[0] == "parameter":
-        try:
-            session.params = session.params.updated_from_text(command.args[1], command.args[2])
-            err.print(f"[dim]Set parameter {command.args[1]} to {command.args[2]!r}.[/]")
-        except HearthError as error:
-            err.print(f"[bold red]error:[/] {error}")
-    elif command.name == "/show" and command.args[:1] == ("parameters",):
-        for name, value in vars(session.params).items():
-            out.print(f"{name:18} {value!r}")
-    elif command.name in ("/?", "/help"):
-        out.print(HELP)
-    else:
-        err.print(f"[bold red]error:[/] unknown command {command.name!r}; /? lists the commands")
-    return True

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AbstractContextManager, aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from typing import TypeVar
 
 from fastapi import Request
 
@@ -16,10 +17,12 @@ from hearth.engine.llm import LLM
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
-from hearth.server.auth import key_name
+from hearth.server.auth import check_model, key_name
 from hearth.server.embedders import EmbedderPool
 from hearth.server.metrics import Metrics, Observation
 from hearth.server.usage import UsageLog, UsageRecord
+
+T = TypeVar("T")
 
 
 def manager_of(request: Request) -> ModelManager:
@@ -32,6 +35,13 @@ def local_name(request: Request, name: str) -> str:
     (say "gpt-4o-mini") to a local one; other names are local names already."""
     settings: Settings = request.app.state.settings
     return settings.aliases.get(name, name)
+
+
+def requested_model(request: Request, name: str) -> str:
+    """The local model a request names (aliases applied), checked against the key's scope."""
+    model = local_name(request, name)
+    check_model(request, model)
+    return model
 
 
 def embedders_of(request: Request) -> EmbedderPool:
@@ -50,6 +60,33 @@ async def model_lease(
         yield llm
     finally:
         lease.__exit__(None, None, None)  # a release is quick: no thread hop
+
+
+async def lease_and_start(
+    manager: ModelManager,
+    name: str,
+    start: Callable[[LLM], T],
+    keep_alive: float | None = None,
+) -> tuple[AsyncExitStack, LLM, T]:
+    """Lease ``name`` and start work on it. The returned stack holds the lease until it is
+    closed (after a stream's last byte); if loading or starting fails it is closed at once."""
+    stack = AsyncExitStack()
+    try:
+        llm = await stack.enter_async_context(model_lease(manager, name, keep_alive))
+        return stack, llm, start(llm)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def embed_texts(
+    request: Request, model: str, texts: list[str]
+) -> tuple[list[list[float]], int]:
+    """Unit vectors for ``texts`` and the tokens they took, off the event loop."""
+    embedder = await asyncio.to_thread(embedders_of(request).get, model)
+    vectors = await asyncio.to_thread(embedder.embed, texts)
+    tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
+    return vectors, tokens
 
 
 def _drain(outputs: queue.Queue[RequestOutput]) -> list[RequestOutput]:

@@ -6,7 +6,6 @@ the server issue's Ollama part on) answer ``{"error": "..."}``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -113,7 +112,3 @@ def install_error_handlers(app: FastAPI) -> None:
             return ollama_error(error.status_code, str(error.detail))
         type_ = "invalid_request_error" if error.status_code < 500 else "server_error"
         return openai_error(error.status_code, str(error.detail), type_=type_)
-
-
-def finite(value: float | None) -> bool:
-    return value is None or math.isfinite(value)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import AsyncExitStack, aclosing
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,13 +16,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
-from hearth.server.auth import check_model
 from hearth.server.deps import (
-    embedders_of,
-    local_name,
+    embed_texts,
+    lease_and_start,
     manager_of,
     model_lease,
     observe,
+    requested_model,
     stream_outputs,
 )
 from hearth.server.metrics import Observation
@@ -49,8 +49,7 @@ async def version() -> dict[str, str]:
 
 @router.post("/generate", response_model=None)
 async def generate(body: GenerateRequest, request: Request) -> Any:
-    body = body.model_copy(update={"model": local_name(request, body.model)})
-    check_model(request, body.model)
+    body = body.model_copy(update={"model": requested_model(request, body.model)})
     manager = manager_of(request)
     keep_alive = parse_keep_alive(body.keep_alive)
     if not body.prompt and keep_alive == 0:  # Ollama's way to unload a model now
@@ -79,8 +78,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 
 @router.post("/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
-    body = body.model_copy(update={"model": local_name(request, body.model)})
-    check_model(request, body.model)
+    body = body.model_copy(update={"model": requested_model(request, body.model)})
     manager = manager_of(request)
     keep_alive = parse_keep_alive(body.keep_alive)
     params = convert.sampling_params(body.options, body.format)
@@ -114,13 +112,10 @@ async def _answer(
     params: Any,
     observation: Observation,
 ) -> Any:
-    stack = AsyncExitStack()
-    try:
-        llm = await stack.enter_async_context(model_lease(manager, model, keep_alive))
-        generation = llm.generate(tokens_for(llm), params)[0]
-    except BaseException:
-        await stack.aclose()
-        raise
+    stack, _, generations = await lease_and_start(
+        manager, model, lambda llm: llm.generate(tokens_for(llm), params), keep_alive
+    )
+    generation = generations[0]
     lines = _lines(model, generation, shape, observation)
     if stream:
 
@@ -179,12 +174,8 @@ def _done_only(model: str, reason: str, extra: dict[str, Any] | None = None) -> 
 
 @router.post("/embed")
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
-    body = body.model_copy(update={"model": local_name(request, body.model)})
-    check_model(request, body.model)
-    embedder = await asyncio.to_thread(embedders_of(request).get, body.model)
-    texts = body.texts()
-    vectors = await asyncio.to_thread(embedder.embed, texts)
-    tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
+    body = body.model_copy(update={"model": requested_model(request, body.model)})
+    vectors, tokens = await embed_texts(request, body.model, body.texts())
     return {"model": body.model, "embeddings": vectors, "prompt_eval_count": tokens}
 
 

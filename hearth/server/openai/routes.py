@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -16,14 +15,13 @@ from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.request import RequestOutput
 from hearth.errors import ValidationError
-from hearth.server.auth import check_model
 from hearth.server.deps import (
     collect,
-    embedders_of,
-    local_name,
+    embed_texts,
+    lease_and_start,
     manager_of,
-    model_lease,
     observe,
+    requested_model,
     stream_outputs,
 )
 from hearth.server.metrics import Observation
@@ -54,14 +52,10 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
-    model = local_name(request, body.model)
-    check_model(request, model)
+    model = requested_model(request, body.model)
     if body.dimensions is not None:
         raise ValidationError("dimensions", body.dimensions, "is not supported")
-    embedder = await asyncio.to_thread(embedders_of(request).get, model)
-    texts = body.texts()
-    vectors = await asyncio.to_thread(embedder.embed, texts)
-    tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
+    vectors, tokens = await embed_texts(request, model, body.texts())
     encode = convert.base64_floats if body.encoding_format == "base64" else list
     return {
         "object": "list",
@@ -80,19 +74,15 @@ def _card(name: str, created: int) -> ModelCard:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-    model = local_name(request, body.model)
-    check_model(request, model)
+    model = requested_model(request, body.model)
     params = convert.chat_params(body)
     messages = convert.chat_messages(body)
-    stack = AsyncExitStack()
-    try:
-        llm = await stack.enter_async_context(model_lease(manager_of(request), model))
-        tools = convert.tools_for_template(body)
-        prompt = llm.conversation_tokens(messages, tools)
-        generations = llm.generate(prompt, params, n=body.n)
-    except BaseException:
-        await stack.aclose()
-        raise
+    tools = convert.tools_for_template(body)
+    stack, llm, generations = await lease_and_start(
+        manager_of(request),
+        model,
+        lambda llm: llm.generate(llm.conversation_tokens(messages, tools), params, n=body.n),
+    )
     reply = _Reply(
         "chat.completion",
         body.model,
@@ -111,17 +101,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Any:
-    model = local_name(request, body.model)
-    check_model(request, model)
+    model = requested_model(request, body.model)
     params = convert.completion_params(body)
     prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
-    stack = AsyncExitStack()
-    try:
-        llm = await stack.enter_async_context(model_lease(manager_of(request), model))
-        generations = llm.generate(llm.tokenizer.tokenize(prompt), params, n=body.n)
-    except BaseException:
-        await stack.aclose()
-        raise
+    stack, llm, generations = await lease_and_start(
+        manager_of(request),
+        model,
+        lambda llm: llm.generate(llm.tokenizer.tokenize(prompt), params, n=body.n),
+    )
     reply = _Reply(
         "text_completion",
         body.model,

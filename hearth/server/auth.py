@@ -31,9 +31,19 @@ async def authenticate(request: Request) -> None:
     if request.url.path in OPEN_PATHS:
         return
     keys: KeyStore = request.app.state.keys
-    if not await asyncio.to_thread(keys.any_created):
+    if not await _keys_required(request, keys):
         return
     request.state.key = await asyncio.to_thread(keys.verify, presented_secret(request))
+
+
+async def _keys_required(request: Request, keys: KeyStore) -> bool:
+    """Keys are never deleted (only revoked), so once one exists it always will: remember that
+    and skip the database query on every later request."""
+    if getattr(request.app.state, "keys_required", False):
+        return True
+    required = await asyncio.to_thread(keys.any_created)
+    request.app.state.keys_required = required
+    return required
 
 
 def check_model(request: Request, model: str) -> None:

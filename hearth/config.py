@@ -68,6 +68,18 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "SQLAlchemy URL of the database holding API keys and usage records, e.g."
         " postgresql+psycopg://user:pass@host/hearth (needs the `postgres` extra).",
     ),
+    EnvVar(
+        "HEARTH_REGISTRY_AUTH",
+        "",
+        "Credentials for OCI registries (pull/push): `user:password`, or a bare token (a Hearth"
+        " API key for another Hearth). Sent only when a registry asks (401); overrides"
+        " HEARTH_DOCKER_CONFIG.",
+    ),
+    EnvVar(
+        "HEARTH_DOCKER_CONFIG",
+        "~/.docker/config.json",
+        "Docker's config file; its `auths` entries (from `docker login`) are registry credentials.",
+    ),
 )
 
 _DEFAULTS = {var.name: var.default for var in ENVIRONMENT}
@@ -92,6 +104,8 @@ class Settings:
     shutdown_timeout: int = 30
     api_key: str = ""
     aliases: Mapping[str, str] = field(default_factory=dict)  # from hearth.toml [aliases]
+    registry_auth: str = ""  # HEARTH_REGISTRY_AUTH
+    docker_config: Path = Path("~/.docker/config.json")
 
     @property
     def blobs_dir(self) -> Path:
@@ -133,6 +147,8 @@ class Settings:
             shutdown_timeout=_int(get, "HEARTH_SHUTDOWN_TIMEOUT", minimum=0),
             api_key=source.get("HEARTH_API_KEY", ""),
             aliases=load_aliases(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
+            registry_auth=source.get("HEARTH_REGISTRY_AUTH", ""),
+            docker_config=Path(get("HEARTH_DOCKER_CONFIG")).expanduser(),
         )
 
 

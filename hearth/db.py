@@ -9,8 +9,12 @@ SQLite runs in WAL mode with a busy timeout, so readers never block the writer a
 writers (several threads, or several ``hearth`` processes) wait their turn instead of failing
 with "database is locked".
 
-Schema changes: tables are created with ``metadata.create_all`` (it never alters an existing
-table). Migrations (Alembic) come later, with the first change to a released schema.
+Tables are created with ``metadata.create_all`` (it never alters an existing table). Processes
+that start together (``hearth serve`` beside ``hearth keys create``) may race to create them: on
+PostgreSQL each creator first takes a transaction-scoped advisory lock, so the second waits and
+then finds the tables; on SQLite the loser's CREATE fails with "already exists" and is retried.
+
+Schema changes: Migrations (Alembic) come later, with the first change to a released schema.
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Engine, Table, create_engine, event, make_url
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    make_url,
+    text,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import (
     ArgumentError,
@@ -40,6 +54,7 @@ from hearth.errors import ConfigError, DatabaseError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another one to finish
 _CREATE_ATTEMPTS = 3
+_SCHEMA_LOCK_KEY = 0x4845415254480001  # PostgreSQL advisory lock id ("HEARTH" + 1): table creation
 
 
 class Base(DeclarativeBase):
@@ -143,7 +158,9 @@ class Sessions:
                 return
             for attempt in range(_CREATE_ATTEMPTS):
                 try:
-                    Base.metadata.create_all(self.engine, tables=self._tables)
+                    with self.engine.begin() as connection:
+                        _lock_schema(connection)
+                        Base.metadata.create_all(connection, tables=self._tables)
                     break
                 except DBAPIError:
                     # Another process created a table between our check and our CREATE
@@ -151,6 +168,12 @@ class Sessions:
                     if attempt == _CREATE_ATTEMPTS - 1:
                         raise
             self._ready = True
+
+
+def _lock_schema(connection: Connection) -> None:
+    """On PostgreSQL, wait for any other process creating tables (released at commit)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
 
 
 @contextmanager

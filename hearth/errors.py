@@ -8,12 +8,17 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     ├── ValidationError             a request parameter is out of range (names the parameter)
     ├── ModelNotFoundError          no model by that name (suggests close matches)
     ├── InvalidNameError            a model name or reference cannot be parsed
+    ├── ModelfileError              a Modelfile or create request cannot be used (says where)
     ├── StoreError                  the model store cannot do what was asked
     │   ├── InvalidDigestError      a digest is not ``sha256:<64 hex>``
     │   ├── DigestMismatchError     content does not hash to the digest it claims
     │   ├── InvalidModelFileError   a file is not a usable GGUF (truncated, corrupt, wrong format)
-    │   └── ConversionError         a Hugging Face folder cannot be converted to GGUF
+    │   ├── ConversionError         a Hugging Face folder cannot be converted to GGUF
+    │   ├── QuantizationError       llama.cpp cannot quantize a model (says why)
+    │   ├── IncompleteDownloadError a download ended early; its partial file is kept to resume
+    │   └── InvalidBundleError      a bundle (OCI image-layout tar) is malformed or unsafe
     ├── SourceUnavailableError      a source (package, hub, registry) cannot provide the model
+    │   └── RegistryError           an OCI registry refused or failed a request (auth, 404, 5xx)
     ├── AuthenticationError         no API key, or an unknown, revoked or expired one (HTTP 401)
     ├── PermissionDeniedError       a valid API key that may not use this model (HTTP 403)
     ├── DatabaseError               the keys/usage database cannot be reached or used
@@ -58,6 +63,10 @@ class InvalidNameError(HearthError, ValueError):
     pass
 
 
+class ModelfileError(HearthError, ValueError):
+    """A Modelfile (or a create request) cannot be used; the message says where and why."""
+
+
 class StoreError(HearthError):
     pass
 
@@ -78,8 +87,24 @@ class ConversionError(StoreError):
     """A model folder cannot be converted: unsupported architecture, pickle weights, bad files."""
 
 
+class QuantizationError(StoreError):
+    """llama.cpp refused to quantize a model (its log line says why), or a bad importance matrix."""
+
+
+class IncompleteDownloadError(StoreError):
+    """The transfer stopped before ``size`` bytes; the partial file stays, to be resumed."""
+
+
+class InvalidBundleError(StoreError):
+    """A bundle is not an OCI image layout, lacks a blob, or has a member outside the layout."""
+
+
 class SourceUnavailableError(HearthError):
     pass
+
+
+class RegistryError(SourceUnavailableError):
+    """An OCI registry answered with an error, or could not be reached."""
 
 
 class AuthenticationError(HearthError):

@@ -14,8 +14,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import create_engine, make_url, text
 
 SUPERUSER = "hearth"
 
@@ -40,6 +45,24 @@ class PostgresCluster:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+
+
+@contextmanager
+def fresh_database(superuser_url: str) -> Iterator[str]:
+    """The URL of a new empty database on the cluster at ``superuser_url``, dropped afterwards
+    (connections still open to it are cut: ``WITH (FORCE)``)."""
+    name = f"hearth_{uuid.uuid4().hex}"
+    admin = create_engine(superuser_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(superuser_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def find_bin_dir() -> Path | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,17 +30,27 @@ R = TypeVar("R")
 
 
 def cli_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a HearthError into one readable line on stderr and exit status 1."""
+    """Turn a HearthError, or a full disk, into one readable line on stderr and exit status 1.
+    (Writes go through temp files that are removed on failure, so a full disk changes nothing.)"""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except HearthError as error:
-            err.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _fail(str(error))
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" ({error.filename})" if error.filename else ""
+            _fail(f"no space left on the device{where}; nothing was changed")
 
     return wrapper
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(1) from None
 
 
 ProgressCallback = Callable[[int, int | None], None]

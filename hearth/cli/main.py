@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hearth import __version__
-from hearth.cli import keys_cmds, store_cmds
+from hearth.cli import create_cmds, integrity_cmds, keys_cmds, registry_cmds, store_cmds
 from hearth.cli import run as run_cmd
 from hearth.cli import serve as serve_cmd
 from hearth.cli.console import cli_errors, out
@@ -37,6 +37,11 @@ app.command("ls", hidden=True)(cli_errors(store_cmds.list_models))
 app.command("show")(cli_errors(store_cmds.show))
 app.command("rm")(cli_errors(store_cmds.rm))
 app.command("cp")(cli_errors(store_cmds.cp))
+app.command("create")(cli_errors(create_cmds.create))
+app.command("push")(cli_errors(registry_cmds.push))
+app.command("verify")(cli_errors(integrity_cmds.verify_models))
+app.command("gc")(cli_errors(integrity_cmds.gc))
+app.command("export")(cli_errors(integrity_cmds.export))
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 keys_app.command("create")(cli_errors(keys_cmds.create))

@@ -11,12 +11,14 @@ from hearth.cli.console import err, out
 from hearth.client import Chunk, HearthClient
 from hearth.engine.sampling import SamplingParams
 from hearth.errors import HearthError
+from hearth.modelfile.params import SAMPLING
 
 EXIT_INTERRUPTED = 130
 
 
 def options(params: SamplingParams) -> dict[str, Any]:
-    """Sampling parameters as Ollama's `options`."""
+    """The sampling parameters the user chose, as Ollama's `options` (the model's own
+    defaults, from its Modelfile, apply to the rest on the server)."""
     given: dict[str, Any] = {
         "temperature": params.temperature,
         "top_k": params.top_k,
@@ -27,7 +29,12 @@ def options(params: SamplingParams) -> dict[str, Any]:
         "num_predict": params.max_tokens,
         "stop": list(params.stop) or None,
     }
-    return {key: value for key, value in given.items() if value is not None}
+    chosen = params.explicit
+    return {
+        key: value
+        for key, value in given.items()
+        if value is not None and (chosen is None or SAMPLING[key] in chosen)
+    }
 
 
 def run(client: HearthClient, model: str, prompt: str | None, params: SamplingParams) -> int:

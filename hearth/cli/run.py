@@ -63,9 +63,9 @@ def run(
     with byte_progress(f"pulling {model}") as progress:
         stored = store.ensure(model, progress=progress)
     started = time.monotonic()
-    with LLM(
-        stored.model_path, EngineConfig.from_settings(settings, max_seqs=1, cache_seqs=1)
-    ) as llm:
+    profile = store.profile(stored)
+    config = EngineConfig.from_settings(settings, max_seqs=1, cache_seqs=1).for_profile(profile)
+    with LLM(stored.model_path, config, profile) as llm:
         session = ChatSession(uses_template=llm.chat_template is not None, params=params)
         if not session.uses_template:
             err.print(
@@ -96,7 +96,7 @@ def _params(
     changes: dict[str, object] = {k: v for k, v in given.items() if v is not None}
     if stop:
         changes["stop"] = tuple(stop)
-    return SamplingParams().updated(**changes)
+    return SamplingParams().updated(**changes).chosen(frozenset(changes))
 
 
 def _with_stdin(prompt: str | None) -> str | None:

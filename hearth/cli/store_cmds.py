@@ -14,28 +14,47 @@ import typer
 from rich.table import Table
 
 from hearth.cli.console import byte_progress, out
+from hearth.cli.integrity_cmds import import_bundle_file
 from hearth.config import get_settings
+from hearth.errors import InvalidNameError
+from hearth.modelfile.render import render_modelfile, render_parameters
 from hearth.store import LocalModel, MediaType, Store
+from hearth.store.profile import ModelProfile
 
 
 def open_store() -> Store:
     return Store(get_settings())
 
 
-def pull(name: Annotated[str, typer.Argument(help="Model name, e.g. gemma3:270m")]) -> None:
-    """Download a model into the store (catalogue names for now)."""
+def pull(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. gemma3:270m")],
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Plain HTTP for a registry (loopback always is)")
+    ] = False,
+) -> None:
+    """Download a model into the store (catalogue, Hugging Face or an OCI registry)."""
     with byte_progress(f"pulling {name}") as progress:
-        model = open_store().pull(name, progress=progress)
+        model = open_store().pull(name, progress=progress, insecure=insecure)
     out.print(f"pulled {model.name} ({human_size(model.size)}, id {model.short_id})")
 
 
 def import_model(
     path: Annotated[
-        Path, typer.Argument(help="A GGUF file, or a Hugging Face safetensors folder to convert")
+        Path,
+        typer.Argument(
+            help="A GGUF file, a Hugging Face safetensors folder to convert, or a bundle (.tar)"
+        ),
     ],
-    name: Annotated[str, typer.Option("--name", "-n", help="Name to store it under")],
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Name to store it under (not for bundles)")
+    ] = None,
 ) -> None:
-    """Import a local GGUF file, or convert a Hugging Face model folder, into the store."""
+    """Import a local GGUF file, convert a Hugging Face model folder, or import a bundle."""
+    if path.suffix == ".tar" and path.is_file():
+        import_bundle_file(path)  # names come from the bundle
+        return
+    if name is None:
+        raise InvalidNameError("--name is required (the name to store the model under)")
     store = open_store()
     if path.is_dir():
         with byte_progress(f"converting {path.name}") as progress:
@@ -66,19 +85,31 @@ def list_models() -> None:
 def show(
     name: Annotated[str, typer.Argument(help="Model name")],
     license: Annotated[bool, typer.Option("--license", help="Print the license text")] = False,
+    modelfile: Annotated[
+        bool, typer.Option("--modelfile", help="Print a Modelfile that rebuilds the model")
+    ] = False,
 ) -> None:
-    """Show a model's details (or, with --license, its license text)."""
+    """Show a model's details (or its license text, or its Modelfile)."""
     store = open_store()
     model = store.resolve(name)
     if license:
         _print_license(store, model)
         return
-    for label, value in _details(model):
+    profile = store.profile(model)
+    if modelfile:
+        text = render_modelfile(model, profile, store.licenses(model))
+        out.print(text, end="", markup=False, highlight=False, emoji=False)
+        return
+    for label, value in _details(model) + _profile_details(profile):
         out.print(f"  {label:<16}{value}", soft_wrap=True, markup=False, emoji=False)
 
 
 def rm(names: Annotated[list[str], typer.Argument(help="Model names")]) -> None:
-    """Remove models; blobs no other model uses are deleted."""
+    """Remove models; blobs no other model uses are deleted.
+
+    A running server that has the model loaded finishes its requests in flight (it keeps its
+    mapping of the file) and answers 404 for new ones; DELETE /api/delete unloads it first.
+    """
     store = open_store()
     for name in names:
         freed = store.remove(name)
@@ -109,6 +140,27 @@ def _details(model: LocalModel) -> list[tuple[str, str]]:
         ("size", human_size(model.size)),
         ("source", info.source),
     ]
+
+
+def _profile_details(profile: ModelProfile) -> list[tuple[str, str]]:
+    """What ``hearth create`` added, one line each."""
+    rows = []
+    if profile.system is not None:
+        rows.append(("system", _one_line(profile.system)))
+    if profile.template is not None:
+        rows.append(("template", "custom (TEMPLATE)"))
+    if profile.parameters:
+        rows.append(("parameters", render_parameters(profile.parameters).replace("\n", "; ")))
+    if profile.messages:
+        rows.append(("messages", f"{len(profile.messages)} before each conversation"))
+    if profile.adapters:
+        rows.append(("adapters", ", ".join(path.name[:19] for path in profile.adapters)))
+    return rows
+
+
+def _one_line(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _print_license(store: Store, model: LocalModel) -> None:

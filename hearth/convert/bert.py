@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
 
 from hearth.convert.hf_folder import HFFolder, SourceTensor, read_json, sentence_pooling
 from hearth.errors import ConversionError
@@ -94,6 +95,12 @@ class BertConversion:
     def keep_f32(self, gguf_name: str, shape: tuple[int, ...]) -> bool:
         """Norms, biases and the added embeddings stay F32 whatever the output type."""
         return len(shape) < 2 or gguf_name in _F32_TENSORS
+
+    def transform(self, gguf_name: str, data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return data  # BERT's weights are stored as llama.cpp uses them
+
+    def extra_tensors(self) -> list[tuple[str, np.ndarray[Any, Any]]]:
+        return []
 
 
 def bert_params(config: Mapping[str, Any]) -> BertParams:

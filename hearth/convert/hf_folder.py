@@ -26,8 +26,10 @@ MODEL_CARD = "README.md"
 POOLING_CONFIG = "1_Pooling/config.json"
 LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# Float types numpy reads from safetensors; BF16 has no numpy dtype.
-READABLE_DTYPES = frozenset({"F16", "F32", "F64"})
+# Float types Hearth reads from safetensors. numpy has no bfloat16: BF16 is widened to F32
+# from its raw bits (a bfloat16 is the top half of a float32), see _read_bf16.
+READABLE_DTYPES = frozenset({"BF16", "F16", "F32", "F64"})
+_HEADER_SIZE_BYTES = 8  # a safetensors file starts with its JSON header's length (u64, LE)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ def weight_files(root: Path) -> list[Path]:
 
 
 def read_tensor(tensor: SourceTensor) -> np.ndarray[Any, Any]:
-    """The tensor's data as a numpy array (one tensor in memory at a time)."""
+    """The tensor's data as a numpy array (one tensor in memory at a time); BF16 becomes F32."""
+    if tensor.dtype == "BF16":
+        return _read_bf16(tensor)
     with _open(tensor.file) as handle:
         array: np.ndarray[Any, Any] = handle.get_tensor(tensor.name)
     return array
@@ -185,6 +189,27 @@ def _list_tensors(files: list[Path]) -> Iterator[SourceTensor]:
                 seen.add(name)
                 piece = handle.get_slice(name)
                 yield SourceTensor(path, name, tuple(piece.get_shape()), piece.get_dtype())
+
+
+def _read_bf16(tensor: SourceTensor) -> np.ndarray[Any, Any]:
+    begin, end = _data_offsets(tensor)
+    count = int(np.prod(tensor.shape, dtype=np.int64))
+    if end - begin != 2 * count:
+        raise ConversionError(f"{tensor.file}: tensor {tensor.name} has the wrong data size")
+    raw = np.fromfile(tensor.file, dtype="<u2", count=count, offset=begin)
+    if raw.size != count:
+        raise ConversionError(f"{tensor.file} is truncated inside tensor {tensor.name}")
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(tensor.shape)
+
+
+def _data_offsets(tensor: SourceTensor) -> tuple[int, int]:
+    """The tensor's byte range in its file, from the safetensors header (safe_open checked it)."""
+    with tensor.file.open("rb") as handle:
+        size = int.from_bytes(handle.read(_HEADER_SIZE_BYTES), "little")
+        header = json.loads(handle.read(size))
+    begin, end = header[tensor.name]["data_offsets"]
+    start = _HEADER_SIZE_BYTES + size
+    return start + int(begin), start + int(end)
 
 
 @contextmanager

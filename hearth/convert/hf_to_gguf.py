@@ -1,13 +1,15 @@
 """Hugging Face model folder (safetensors) → one GGUF file, written with gguf-py's GGUFWriter.
 
 The folder is read with :mod:`hearth.convert.hf_folder` (never a pickle file); the class its
-``config.json`` names picks the architecture module (BERT only, for now). The GGUF is written to
+``config.json`` names picks the architecture module (:data:`SUPPORTED_ARCHITECTURES`: BERT,
+Llama/Mistral, Qwen 2/3, Gemma 2/3, Phi-3). The GGUF is written to
 a temporary file beside the destination, one tensor at a time (so only one tensor's data is in
 memory), fsynced, then renamed: a conversion that fails or is interrupted leaves no file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 import gguf
 import numpy as np
 
+from hearth.convert import gemma, llama, phi3, qwen
 from hearth.convert.bert import ARCHITECTURES as BERT_ARCHITECTURES
 from hearth.convert.bert import BertConversion
 from hearth.convert.hf_folder import (
@@ -63,9 +66,19 @@ class Conversion(Protocol):
 
     def keep_f32(self, gguf_name: str, shape: tuple[int, ...]) -> bool: ...
 
+    def transform(self, gguf_name: str, data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]: ...
+
+    def extra_tensors(self) -> list[tuple[str, np.ndarray[Any, Any]]]: ...
+
 
 _CONVERSIONS: dict[str, Callable[[HFFolder], Conversion]] = {
-    name: BertConversion for name in BERT_ARCHITECTURES
+    **dict.fromkeys(BERT_ARCHITECTURES, BertConversion),
+    **dict.fromkeys(llama.ARCHITECTURES, llama.LlamaConversion),
+    **dict.fromkeys(qwen.QWEN2_ARCHITECTURES, qwen.Qwen2Conversion),
+    **dict.fromkeys(qwen.QWEN3_ARCHITECTURES, qwen.Qwen3Conversion),
+    **dict.fromkeys(gemma.GEMMA2_ARCHITECTURES, gemma.Gemma2Conversion),
+    **dict.fromkeys(gemma.GEMMA3_ARCHITECTURES, gemma.Gemma3Conversion),
+    **dict.fromkeys(phi3.ARCHITECTURES, phi3.Phi3Conversion),
 }
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(_CONVERSIONS)
 
@@ -82,13 +95,14 @@ class ConversionResult:
 
 @dataclass(frozen=True)
 class _PlannedTensor:
-    source: SourceTensor
     name: str
+    shape: tuple[int, ...]
     dtype: np.dtype[Any]
+    load: Callable[[], np.ndarray[Any, Any]]  # the data as llama.cpp expects it, any float type
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.source.shape, dtype=np.int64)) * self.dtype.itemsize
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
 def convert_hf_to_gguf(
@@ -125,7 +139,7 @@ def convert_hf_to_gguf(
         name=model_name,
         license=license_id,
         tensor_count=len(tensors),
-        parameter_count=sum(int(np.prod(t.source.shape)) for t in tensors),
+        parameter_count=sum(int(np.prod(t.shape)) for t in tensors),
     )
 
 
@@ -149,15 +163,33 @@ def _plan_tensors(
             continue
         if source.dtype not in READABLE_DTYPES:
             raise ConversionError(
-                f"tensor {source.name} is {source.dtype}; Hearth converts F32, F16 and F64 "
-                "safetensors weights"
+                f"tensor {source.name} is {source.dtype}; Hearth converts F32, F16, BF16 and "
+                "F64 safetensors weights"
             )
-        f32 = conversion.keep_f32(name, source.shape)
-        dtype = _F32 if f32 else _NUMPY_TYPES[outtype]
-        planned.append(_PlannedTensor(source, name, dtype))
+        dtype = _output_type(conversion, name, source.shape, outtype)
+        planned.append(_PlannedTensor(name, source.shape, dtype, _loader(conversion, name, source)))
     if not planned:
         raise ConversionError(f"{folder.root} holds no tensors to convert")
+    for name, data in conversion.extra_tensors():
+        dtype = _output_type(conversion, name, data.shape, outtype)
+        planned.append(_PlannedTensor(name, data.shape, dtype, functools.partial(_same, data)))
     return planned
+
+
+def _output_type(
+    conversion: Conversion, name: str, shape: tuple[int, ...], outtype: OutType
+) -> np.dtype[Any]:
+    return _F32 if conversion.keep_f32(name, shape) else _NUMPY_TYPES[outtype]
+
+
+def _same(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return data
+
+
+def _loader(
+    conversion: Conversion, name: str, source: SourceTensor
+) -> Callable[[], np.ndarray[Any, Any]]:
+    return lambda: conversion.transform(name, read_tensor(source))
 
 
 def _write_atomically(
@@ -194,14 +226,17 @@ def _write(
     try:
         add_metadata(writer)
         for tensor in tensors:  # the index first; the data follows in the same order
-            writer.add_tensor_info(tensor.name, tensor.source.shape, tensor.dtype, tensor.nbytes)
+            writer.add_tensor_info(tensor.name, tensor.shape, tensor.dtype, tensor.nbytes)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         total = sum(tensor.nbytes for tensor in tensors)
         done = 0
         for tensor in tensors:
-            writer.write_tensor_data(read_tensor(tensor.source).astype(tensor.dtype, copy=False))
+            data = tensor.load().astype(tensor.dtype, copy=False)
+            if data.shape != tensor.shape:  # a transform must keep the header's promise
+                raise ConversionError(f"tensor {tensor.name} changed shape during conversion")
+            writer.write_tensor_data(data)
             done += tensor.nbytes
             if progress is not None:
                 progress(done, total)

@@ -117,3 +117,38 @@ def _weights(spec: TinyModelSpec, n_vocab: int) -> dict[str, np.ndarray]:
             f"blk.{i}.ffn_down.weight": matrix(spec.n_embd, spec.n_ff),
         }
     return weights
+
+
+def write_tiny_lora(
+    path: Path,
+    spec: TinyModelSpec = TinyModelSpec(),
+    *,
+    rank: int = 4,
+    alpha: float = 8.0,
+    seed: int = 7,
+    architecture: str = "llama",
+) -> Path:
+    """A LoRA adapter in llama.cpp's GGUF format for the tiny model of ``spec``: low-rank
+    ``lora_a`` (rank × in) and ``lora_b`` (out × rank) pairs on every attention and FFN matrix.
+    Random and large enough that a model with it answers differently from one without."""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    for name, weight in _weights(spec, len(byte_vocabulary()[0])).items():
+        if not name.startswith("blk.") or weight.ndim != 2:
+            continue
+        rows, cols = weight.shape
+        stem = name.removesuffix(".weight")
+        writer.add_tensor(f"{stem}.weight.lora_a", _normal(rng, rank, cols))
+        writer.add_tensor(f"{stem}.weight.lora_b", _normal(rng, rows, rank))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _normal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    return (rng.standard_normal((rows, cols)) * 0.5).astype(np.float32)

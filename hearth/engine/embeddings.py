@@ -24,7 +24,13 @@ from typing import Any, cast
 import llama_cpp
 import numpy as np
 
-from hearth.engine.runner import BatchWriter, LlamaTokenizer, _init_backend, _load_model
+from hearth.engine.runner import (
+    DECODE_LOCK,
+    BatchWriter,
+    LlamaTokenizer,
+    _init_backend,
+    _load_model,
+)
 from hearth.errors import ContextOverflowError, EngineError, ModelLoadError, ValidationError
 
 MAX_SEQS = 256  # llama.cpp's LLAMA_MAX_SEQ (the bindings do not export it)
@@ -159,12 +165,14 @@ class Embedder:
 
     def _embed_batch(self, sequences: list[list[int]]) -> list[np.ndarray[Any, Any]]:
         self._fill_batch(sequences)
-        if self._memory is not None:
-            # A decoder keeps KV cells per sequence id; the previous batch's must not leak in.
-            llama_cpp.llama_memory_clear(self._memory, True)
-            status = llama_cpp.llama_decode(self._ctx, self._batch)
-        else:
-            status = llama_cpp.llama_encode(self._ctx, self._batch)
+        # One llama.cpp compute at a time in the process: see runner.DECODE_LOCK.
+        with DECODE_LOCK:
+            if self._memory is not None:
+                # A decoder keeps KV cells per sequence id; the previous batch's must not leak.
+                llama_cpp.llama_memory_clear(self._memory, True)
+                status = llama_cpp.llama_decode(self._ctx, self._batch)
+            else:
+                status = llama_cpp.llama_encode(self._ctx, self._batch)
         if status != 0:
             raise EngineError(f"llama.cpp failed to embed a batch (status {status})")
         return [self._pooled(seq_id) for seq_id in range(len(sequences))]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from hearth.engine.sampling import SamplingParams
 from hearth.engine.scheduler import SchedulerConfig
 from hearth.engine.templates import ChatMessage, ChatTemplate
 from hearth.errors import TemplateError
+from hearth.modelfile.params import apply_defaults, context_length, sampling_defaults
+from hearth.store.profile import ModelProfile
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,21 @@ class EngineConfig:
             max_queue=settings.max_queue,
         )
 
+    def for_profile(self, profile: ModelProfile) -> EngineConfig:
+        """This config with the model's own ``num_ctx`` (Modelfile PARAMETER), if it sets one."""
+        context = context_length(profile.parameters)
+        return self if context is None else replace(self, context=context)
+
 
 class LLM:
-    def __init__(self, model_path: Path, config: EngineConfig) -> None:
+    """A loaded model. ``profile`` (from ``hearth create``) adds adapters, a chat template, a
+    system prompt, leading messages and default sampling parameters to every request."""
+
+    def __init__(
+        self, model_path: Path, config: EngineConfig, profile: ModelProfile | None = None
+    ) -> None:
+        self.profile = profile or ModelProfile()
+        self._defaults = sampling_defaults(self.profile.parameters)
         runner = LlamaRunner(
             model_path,
             RunnerConfig(
@@ -59,11 +73,12 @@ class LLM:
                 llama_log=config.llama_log,
                 n_cells=config.kv_cells,
                 swa_full=config.cache_seqs > 0,
+                adapters=self.profile.adapters,
             ),
         )
         self.tokenizer = runner.tokenizer
         self.context_length = runner.n_ctx_per_seq
-        self.chat_template = _load_template(runner)
+        self.chat_template = _load_template(runner, self.profile.template)
         scheduler = SchedulerConfig(
             max_seqs=config.max_seqs,
             token_budget=config.batch,
@@ -88,18 +103,24 @@ class LLM:
         timeout: float | None = None,
     ) -> Generation:
         tokens = self.tokenizer.tokenize(prompt)
-        return self._thread.submit(tokens, params, cache_key=cache_key, timeout=timeout)
+        return self._thread.submit(
+            tokens, self.with_defaults(params), cache_key=cache_key, timeout=timeout
+        )
 
     def complete_many(
         self, prompt: str, params: SamplingParams, n: int, *, cache_key: str = ""
     ) -> list[Generation]:
         tokens = self.tokenizer.tokenize(prompt)
-        return self._thread.submit_many(tokens, params, n=n, cache_key=cache_key)
+        return self._thread.submit_many(
+            tokens, self.with_defaults(params), n=n, cache_key=cache_key
+        )
 
     def chat(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, cache_key: str = ""
     ) -> Generation:
-        return self._thread.submit(self.chat_tokens(messages), params, cache_key=cache_key)
+        return self._thread.submit(
+            self.conversation_tokens(messages), self.with_defaults(params), cache_key=cache_key
+        )
 
     def stats(self) -> EngineStats:
         return self._thread.stats()
@@ -118,13 +139,41 @@ class LLM:
         timeout: float | None = None,
     ) -> list[Generation]:
         """``n`` completions of an already tokenized prompt."""
-        return self._thread.submit_many(tokens, params, n=n, cache_key=cache_key, timeout=timeout)
+        return self._thread.submit_many(
+            tokens, self.with_defaults(params), n=n, cache_key=cache_key, timeout=timeout
+        )
+
+    def with_defaults(self, params: SamplingParams) -> SamplingParams:
+        """``params`` with this model's defaults where the request chose nothing."""
+        return apply_defaults(params, self._defaults)
+
+    def with_profile(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+        """The model's system prompt (unless the conversation has one) and its leading
+        messages, before the conversation's own."""
+        own_system = [m for m in messages[:1] if m.role == "system"]
+        rest = list(messages[len(own_system) :])
+        system = own_system or (
+            [ChatMessage("system", self.profile.system)] if self.profile.system else []
+        )
+        leading = [ChatMessage(role, content) for role, content in self.profile.messages]
+        return [*system, *leading, *rest]
+
+    def prompt_tokens(
+        self, prompt: str, *, system: str | None = None, raw: bool = False
+    ) -> list[int]:
+        """A single prompt (Ollama's /api/generate): one user turn through the chat template,
+        with ``system`` or the model's own system prompt; ``raw`` sends it as it is."""
+        if raw:
+            return self.tokenizer.tokenize(prompt)
+        turn = [ChatMessage("system", system)] if system else []
+        return self.conversation_tokens([*turn, ChatMessage("user", prompt)])
 
     def conversation_tokens(
         self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None
     ) -> list[int]:
         """A chat through the model's template; a base model without one gets the messages'
         text joined by blank lines, as a plain completion prompt (what Ollama does too)."""
+        messages = self.with_profile(messages)
         if self.chat_template is None:
             texts = [m.content for m in messages]
             if tools:
@@ -157,8 +206,8 @@ def tools_preamble(tools: list[dict[str, Any]]) -> str:
     )
 
 
-def _load_template(runner: LlamaRunner) -> ChatTemplate | None:
-    source = runner.chat_template()
+def _load_template(runner: LlamaRunner, override: str | None) -> ChatTemplate | None:
+    source = override or runner.chat_template()
     if not source:
         return None
     tokenizer = runner.tokenizer

@@ -49,6 +49,7 @@ from hearth.engine.memory import MemoryEstimate, estimate_memory
 from hearth.errors import EngineError, InsufficientMemoryError
 from hearth.log import get_logger
 from hearth.store.names import parse_name
+from hearth.store.profile import ModelProfile
 from hearth.store.store import LocalModel, Store
 from hearth.units import FOREVER, format_size, parse_keep_alive
 
@@ -65,7 +66,7 @@ __all__ = [
 
 log = get_logger(__name__)
 
-Loader = Callable[[Path, EngineConfig], LLM]
+Loader = Callable[[Path, EngineConfig, ModelProfile], LLM]
 Clock = Callable[[], float]
 
 
@@ -74,6 +75,7 @@ class LoadedModelStatus:
     """One loaded model, for ``hearth ps`` and ``/api/ps``."""
 
     name: str
+    model: LocalModel  # as loaded: still described if removed from the store meanwhile
     size_bytes: int  # the model (GGUF) file
     memory: MemoryEstimate  # what the budget charges it
     context: int  # tokens per sequence
@@ -113,8 +115,17 @@ def choose_evictions(residents: Sequence[Resident], need: int, budget: int) -> l
 class _Slot:
     """A model that is loaded or loading. Mutable state is guarded by the manager's lock."""
 
-    def __init__(self, model: LocalModel, memory: MemoryEstimate, now: float) -> None:
+    def __init__(
+        self,
+        model: LocalModel,
+        profile: ModelProfile,
+        config: EngineConfig,
+        memory: MemoryEstimate,
+        now: float,
+    ) -> None:
         self.model = model
+        self.profile = profile
+        self.config = config  # the manager's, with the model's own num_ctx
         self.memory = memory
         self.future: Future[LLM] = Future()  # done when the load succeeds or fails
         self.llm: LLM | None = None  # set once loaded
@@ -157,7 +168,9 @@ class ModelManager:
         self._clock = clock
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
-        self._estimates: dict[Path, MemoryEstimate] = {}  # by blob path: content never changes
+        self._reserved: dict[str, int] = {}  # memory held outside the manager (embedders)
+        # By blob path and context: a blob's content never changes.
+        self._estimates: dict[tuple[Path, int], MemoryEstimate] = {}
         self._closed = False
         self._stop_reaper = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -195,13 +208,19 @@ class ModelManager:
     def store(self) -> Store:
         return self._store
 
-    def estimate(self, model: LocalModel) -> MemoryEstimate:
-        """What the budget charges ``model`` with this manager's engine settings."""
-        estimate = self._estimates.get(model.model_path)
+    def estimate(self, model: LocalModel, config: EngineConfig | None = None) -> MemoryEstimate:
+        """What the budget charges ``model`` with this manager's engine settings (or
+        ``config``: the model's own, see :meth:`config_for`)."""
+        config = config or self.config
+        key = (model.model_path, config.context)
+        estimate = self._estimates.get(key)
         if estimate is None:  # two threads may both compute it: same answer, no harm
-            estimate = estimate_memory(model, self.config)
-            self._estimates[model.model_path] = estimate
+            estimate = estimate_memory(model, config)
+            self._estimates[key] = estimate
         return estimate
+
+    def config_for(self, profile: ModelProfile) -> EngineConfig:
+        return self.config.for_profile(profile)
 
     # Status and housekeeping -----------------------------------------------------------------
 
@@ -211,7 +230,7 @@ class ModelManager:
             now = self._clock()
             slots = sorted(self._slots.values(), key=lambda slot: -slot.last_used)
             return [
-                _status(slot, slot.llm, self.config.max_seqs, now)
+                _status(slot, slot.llm, slot.config.max_seqs, now)
                 for slot in slots
                 if slot.llm is not None
             ]
@@ -244,6 +263,34 @@ class ModelManager:
             self._unload_expired(self._clock())
             return True
 
+    def users(self, name: str) -> int:
+        """Requests holding ``name`` or waiting for its load; 0 when it is idle or not loaded
+        (deleting a model through the server is refused while this is above 0)."""
+        key = str(parse_name(name))
+        with self._lock:
+            slot = self._slots.get(key)
+            return 0 if slot is None else slot.active
+
+    def reserve(self, name: str, size: int) -> None:
+        """Charge ``size`` bytes that ``name`` holds outside the manager (an embedding model) to
+        the budget, unloading idle models to make room; InsufficientMemoryError if it cannot
+        fit. Reserved memory is never unloaded by the manager: :meth:`unreserve` frees it."""
+        with self._lock:
+            self._unload_expired(self._clock())
+            residents = self._residents()
+            victims = choose_evictions(residents, size, self.budget)
+            if victims is None:
+                memory = MemoryEstimate(weights=size, kv_cache=0, compute=0, overhead=0)
+                raise _insufficient(name, memory, self.budget, residents)
+            for victim in victims:
+                log.info("unloading %s to make room for %s", victim, name)
+                self._unload(self._slots[victim])
+            self._reserved[name] = size
+
+    def unreserve(self, name: str) -> None:
+        with self._lock:
+            self._reserved.pop(name, None)
+
     def start_reaper(self, interval: float = 1.0) -> None:
         """Run :meth:`expire` every ``interval`` seconds on a daemon thread until :meth:`close`."""
         if self._reaper is not None:
@@ -270,7 +317,9 @@ class ModelManager:
         """Count one more user of ``name``'s slot, creating (and making room for) it if needed;
         True means the caller must load it."""
         model = self._store.resolve(name)
-        memory = self.estimate(model)
+        profile = self._store.profile(model)
+        config = self.config_for(profile)
+        memory = self.estimate(model, config)
         seconds = self._keep_alive(keep_alive)
         with self._lock:
             if self._closed:
@@ -281,7 +330,7 @@ class ModelManager:
             must_load = slot is None
             if slot is None:
                 self._make_room(model, memory)
-                slot = _Slot(model, memory, now)
+                slot = _Slot(model, profile, config, memory, now)
                 self._slots[slot.name] = slot
             slot.active += 1
             slot.last_used = now
@@ -298,8 +347,13 @@ class ModelManager:
         self._unload(slot)
         return None
 
+    def _residents(self) -> list[Resident]:
+        models = [slot.resident() for slot in self._slots.values()]
+        held = [Resident(name, size, 0.0, busy=True) for name, size in self._reserved.items()]
+        return models + held
+
     def _make_room(self, model: LocalModel, memory: MemoryEstimate) -> None:
-        residents = [slot.resident() for slot in self._slots.values()]
+        residents = self._residents()
         victims = choose_evictions(residents, memory.total, self.budget)
         if victims is None:
             raise _insufficient(str(model.name), memory, self.budget, residents)
@@ -311,7 +365,7 @@ class ModelManager:
         """Load outside the lock; deliver the model or the error to every waiter."""
         log.info("loading %s (%s)", slot.name, format_size(slot.memory.total))
         try:
-            llm = self._loader(slot.model.model_path, self.config)
+            llm = self._loader(slot.model.model_path, slot.config, slot.profile)
         except BaseException as error:
             with self._lock:
                 self._forget(slot)  # not cached: the next request tries again
@@ -375,6 +429,7 @@ class ModelManager:
 def _status(slot: _Slot, llm: LLM, max_seqs: int, now: float) -> LoadedModelStatus:
     return LoadedModelStatus(
         name=slot.name,
+        model=slot.model,
         size_bytes=slot.memory.weights,
         memory=slot.memory,
         context=llm.context_length,

@@ -37,6 +37,7 @@ class RunnerConfig:
     llama_log: bool = False
     n_cells: int | None = None  # KV cells in all; default n_ctx_per_seq × n_seq_max
     swa_full: bool = False  # full-size sliding-window cache: needed to reuse cached prefixes
+    adapters: tuple[Path, ...] = ()  # LoRA adapters (GGUF), applied to every sequence
 
 
 def _init_backend(llama_log: bool) -> None:
@@ -120,6 +121,7 @@ class LlamaRunner:
         self._closed = False
         self.n_cells = config.n_cells or self.n_ctx_per_seq * config.n_seq_max
         self._ctx = _new_context(self._model, config, self.n_cells)
+        _apply_adapters(self._model, self._ctx, config.adapters)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.tokenizer = LlamaTokenizer(self._vocab)
@@ -359,6 +361,31 @@ def _load_model(path: Path) -> llama_cpp.llama_model_p:
     if not model:
         raise ModelLoadError(f"llama.cpp could not load {path}")
     return cast("llama_cpp.llama_model_p", model)
+
+
+def _apply_adapters(
+    model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p, paths: tuple[Path, ...]
+) -> None:
+    """Load LoRA adapters and set them on the context (llama.cpp frees them with the model)."""
+    if not paths:
+        return
+    adapters = []
+    for path in paths:
+        adapter = llama_cpp.llama_adapter_lora_init(model, str(path).encode())
+        if not adapter:
+            llama_cpp.llama_free(ctx)
+            llama_cpp.llama_model_free(model)
+            raise ModelLoadError(
+                f"llama.cpp could not load the LoRA adapter {path.name}: it is not a LoRA GGUF "
+                "or was made for another model"
+            )
+        adapters.append(adapter)
+    array = (llama_cpp.llama_adapter_lora_p_ctypes * len(adapters))(*adapters)
+    scales = (ctypes.c_float * len(adapters))(*([1.0] * len(adapters)))
+    if llama_cpp.llama_set_adapters_lora(ctx, array, len(adapters), scales) != 0:
+        llama_cpp.llama_free(ctx)
+        llama_cpp.llama_model_free(model)
+        raise ModelLoadError("llama.cpp could not apply the LoRA adapters")
 
 
 def _new_context(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from hearth.errors import ValidationError
@@ -37,6 +37,9 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
     grammar: str | None = None  # GBNF; see hearth.engine.grammar for JSON and JSON Schema
     logprobs: int | None = None  # None: off; k: the sampled token's logprob and the top k
+    # The fields the request chose; a model's own defaults (Modelfile PARAMETER) fill the
+    # rest. None: every field is the caller's choice.
+    explicit: frozenset[str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         _check_range("temperature", self.temperature, 0.0, 100.0)
@@ -73,13 +76,18 @@ class SamplingParams:
             or self.frequency_penalty != 0.0
         )
 
+    def chosen(self, names: frozenset[str]) -> SamplingParams:
+        """A copy that records ``names`` as the request's own choices (see ``explicit``)."""
+        return replace(self, explicit=names)
+
     def updated(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (validated like a new instance)."""
         unknown = set(changes) - PARAMETER_NAMES
         if unknown:
             name = sorted(unknown)[0]
             raise ValidationError(name, changes[name], "unknown sampling parameter")
-        return replace(self, **changes)
+        chosen = None if self.explicit is None else self.explicit | set(changes)
+        return replace(self, **changes, explicit=chosen)
 
     def updated_from_text(self, name: str, raw: str) -> SamplingParams:
         """Apply one ``name value`` pair typed by a user (``/set parameter top_k 20``)."""
@@ -118,7 +126,7 @@ def _bias_pairs(bias: Mapping[Any, Any]) -> list[tuple[int, float]]:
     return pairs
 
 
-PARAMETER_NAMES = frozenset(f.name for f in fields(SamplingParams))
+PARAMETER_NAMES = frozenset(f.name for f in fields(SamplingParams)) - {"explicit"}
 
 
 def _known_names() -> str:

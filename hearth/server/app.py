@@ -18,8 +18,10 @@ from hearth.server.embedders import EmbedderPool
 from hearth.server.errors import install_error_handlers, openai_error
 from hearth.server.keys import KeyStore
 from hearth.server.metrics import Metrics
+from hearth.server.ollama.create import router as create_router
 from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
+from hearth.server.registry_api import install_registry_api
 from hearth.server.usage import UsageLog
 from hearth.store import Store
 
@@ -34,7 +36,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
         app.state.settings = settings
         owned = manager is None
         app.state.manager = manager or ModelManager(Store(settings), settings)
-        app.state.embedders = EmbedderPool(app.state.manager.store)
+        app.state.embedders = EmbedderPool(app.state.manager)
         app.state.metrics = Metrics(app.state.manager)
         database = open_database(settings)
         app.state.keys = KeyStore(database)
@@ -45,6 +47,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
             yield
         finally:
             app.state.usage.close()  # every usage record reaches the database
+            database.dispose()  # close pooled connections (PostgreSQL would keep them open)
             app.state.embedders.close()
             if owned:
                 app.state.manager.close()
@@ -87,4 +90,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
 
     app.include_router(openai_router)
     app.include_router(ollama_router)
+    install_registry_api(app)
+    app.include_router(create_router)
     return app

@@ -35,6 +35,12 @@ def classify(error: errors.HearthError) -> WireError:
         ),
         (errors.TemplateError, WireError(400, "invalid_request_error", "template_error")),
         (errors.InvalidNameError, WireError(400, "invalid_request_error", "invalid_model_name")),
+        (errors.ModelfileError, WireError(400, "invalid_request_error", "invalid_modelfile")),
+        (errors.InvalidDigestError, WireError(400, "invalid_request_error", "invalid_digest")),
+        (
+            errors.InvalidModelFileError,
+            WireError(400, "invalid_request_error", "invalid_model_file"),
+        ),
         (errors.ModelNotFoundError, WireError(404, "invalid_request_error", "model_not_found")),
         (errors.EngineOverloadedError, WireError(429, "rate_limit_error", "queue_full")),
         (errors.InsufficientMemoryError, WireError(503, "server_error", "insufficient_memory")),

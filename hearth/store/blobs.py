@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from hearth.errors import DigestMismatchError, StoreError
+from hearth.errors import DigestMismatchError, IncompleteDownloadError, StoreError
 from hearth.store.digest import ALGORITHM, blob_filename, digest_from_filename, validate_digest
 
 Progress = Callable[[int, int | None], None]
@@ -23,6 +23,7 @@ Progress = Callable[[int, int | None], None]
 
 CHUNK_SIZE = 1024 * 1024
 TEMP_PREFIX = ".tmp-"
+PARTIAL_PREFIX = ".partial-"
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,54 @@ class BlobStore:
             fsync_dir(self.root)
         return blob
 
+    def partial_path(self, digest: str) -> Path:
+        """Where a resumable download of ``digest`` collects its bytes (not a blob name)."""
+        return self.root / f"{PARTIAL_PREFIX}{blob_filename(digest)}"
+
+    def download(
+        self,
+        digest: str,
+        size: int,
+        open_range: Callable[[int], Iterable[bytes]],
+        progress: Progress | None = None,
+    ) -> Blob:
+        """Store ``digest`` from ``open_range(offset)``, which yields the content from byte
+        ``offset`` on (an HTTP Range request), appending to what an earlier try left.
+
+        Bytes go to ``.partial-sha256-<hex>``; a transfer that stops early raises
+        IncompleteDownloadError and keeps that file, so calling again resumes it. When ``size``
+        bytes are there the whole file is hashed: a mismatch removes it and raises
+        DigestMismatchError, a match is fsynced and renamed onto the digest name.
+        """
+        validate_digest(digest)
+        if self.has(digest):
+            return self._existing(digest, progress)
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.partial_path(digest)
+        done = partial.stat().st_size if partial.is_file() else 0
+        if done > size:  # not from this blob: start over
+            partial.unlink()
+            done = 0
+        if done < size:
+            done = _append(partial, open_range(done), done, size, progress)
+        if done < size:
+            raise IncompleteDownloadError(
+                f"download of {digest} stopped at {done} of {size} bytes; pull again to resume"
+            )
+        return self._finish_partial(partial, digest, size)
+
+    def _finish_partial(self, partial: Path, digest: str, size: int) -> Blob:
+        actual = _hash_file(partial)
+        if actual != digest:
+            partial.unlink(missing_ok=True)
+            raise DigestMismatchError(
+                f"digest mismatch: the {size} bytes received for {digest} hash to {actual}"
+            )
+        os.chmod(partial, 0o644)
+        os.replace(partial, self.path(digest))
+        fsync_dir(self.root)
+        return Blob(digest, size)
+
     def _existing(self, digest: str, progress: Progress | None) -> Blob:
         size = self.size(digest)
         if progress is not None:
@@ -173,6 +222,37 @@ def _copy_hashing(
     file.flush()
     os.fsync(file.fileno())
     return Blob(f"{ALGORITHM}:{hasher.hexdigest()}", done)
+
+
+def _append(
+    partial: Path, chunks: Iterable[bytes], done: int, size: int, progress: Progress | None
+) -> int:
+    """Append ``chunks`` to ``partial`` (fsynced as far as it got); return its new size."""
+    with partial.open("ab") as file:
+        try:
+            for chunk in chunks:
+                if done + len(chunk) > size:
+                    file.close()
+                    partial.unlink()
+                    raise DigestMismatchError(
+                        f"digest mismatch: received more than the {size} bytes announced"
+                    )
+                file.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, size)
+        finally:
+            if not file.closed:
+                file.flush()
+                os.fsync(file.fileno())
+    return done
+
+
+def _hash_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    for chunk in read_chunks(path):
+        hasher.update(chunk)
+    return f"{ALGORITHM}:{hasher.hexdigest()}"
 
 
 def _check(blob: Blob, expected: str | None, total: int | None) -> None:

@@ -10,6 +10,7 @@ key/value pairs into a :class:`ModelShape`, so there is one interpretation of th
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from collections.abc import Mapping
@@ -110,6 +111,47 @@ def read_gguf_shape(path: Path) -> ModelShape:
     return shape_from_metadata(metadata, lengths.get(_TOKENS))
 
 
+@dataclass(frozen=True)
+class TensorEntry:
+    """One row of a GGUF tensor index: ``dims`` in GGUF order (``dims[0]`` is the row length)."""
+
+    name: str
+    dims: tuple[int, ...]
+    type: int  # gguf.GGMLQuantizationType value
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.dims)
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """Metadata and tensor index of a GGUF, without the tensor data."""
+
+    shape: ModelShape
+    tensors: tuple[TensorEntry, ...]
+    file_type: int | None  # general.file_type
+    size: int  # bytes up to the end of the tensor index
+
+
+def parse_gguf_header(data: bytes | mmap.mmap) -> GGUFHeader:
+    """The header at the start of ``data`` (a whole file, or only its first bytes).
+
+    Raises ``struct.error`` or ValueError when ``data`` ends before the tensor index does, so a
+    caller reading over the network can fetch more and try again.
+    """
+    scanner = _MetadataScanner(data)
+    metadata, lengths = scanner.scan()
+    tensors = scanner.tensors()
+    file_type = metadata.get(gguf.Keys.General.FILE_TYPE)
+    return GGUFHeader(
+        shape=shape_from_metadata(metadata, lengths.get(_TOKENS)),
+        tensors=tensors,
+        file_type=file_type if isinstance(file_type, int) else None,
+        size=scanner.position,
+    )
+
+
 def _swa_layers(arch: str, window: Any, pattern: Any, n_layers: int) -> tuple[bool, ...]:
     if not window:
         return (False,) * n_layers
@@ -149,10 +191,15 @@ def _optional_int(value: Any) -> int | None:
 class _MetadataScanner:
     """Walks the GGUF header and key/value section (format v2/v3, either byte order)."""
 
-    def __init__(self, data: mmap.mmap) -> None:
+    def __init__(self, data: bytes | mmap.mmap) -> None:
         self._data = data
         self._pos = 0
         self._order = "<"
+        self._tensor_count = 0
+
+    @property
+    def position(self) -> int:
+        return self._pos
 
     def scan(self) -> tuple[dict[str, Any], dict[str, int]]:
         if self._data[:4] != b"GGUF":
@@ -164,7 +211,7 @@ class _MetadataScanner:
             version = struct.unpack(">I", struct.pack("<I", version))[0]
         if version not in (2, 3):
             raise ValueError(f"unsupported GGUF version {version}")
-        self._read("Q")  # tensor count
+        self._tensor_count = self._read("Q")
         kv_count = self._read("Q")
         values: dict[str, Any] = {}
         lengths: dict[str, int] = {}
@@ -176,6 +223,17 @@ class _MetadataScanner:
             else:
                 values[key] = self._scalar(kind)
         return values, lengths
+
+    def tensors(self) -> tuple[TensorEntry, ...]:
+        """The tensor index, which follows the key/value section (call after :meth:`scan`)."""
+        entries = []
+        for _ in range(self._tensor_count):
+            name = self._string()
+            dims = tuple(self._read("Q") for _ in range(self._read("I")))
+            kind = self._read("I")
+            self._read("Q")  # offset into the data section
+            entries.append(TensorEntry(name, dims, kind))
+        return tuple(entries)
 
     def _read(self, fmt: str) -> Any:
         (value,) = struct.unpack_from(self._order + fmt, self._data, self._pos)

@@ -34,10 +34,11 @@ class MediaType:
     TEMPLATE = "application/vnd.hearth.model.template.jinja"
     PARAMS = "application/vnd.hearth.model.params+json"
     SYSTEM = "application/vnd.hearth.model.system.txt"
+    MESSAGES = "application/vnd.hearth.model.messages+json"  # a Modelfile's MESSAGE history
     LICENSE = "application/vnd.hearth.model.license.txt"
     CARD = "application/vnd.hearth.model.card.md"  # a converted model's README.md
 
-    LAYERS = frozenset({MODEL, ADAPTER, TEMPLATE, PARAMS, SYSTEM, LICENSE, CARD})
+    LAYERS = frozenset({MODEL, ADAPTER, TEMPLATE, PARAMS, SYSTEM, MESSAGES, LICENSE, CARD})
 
 
 class _Invalid(ValueError):

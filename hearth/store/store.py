@@ -15,9 +15,9 @@ import fcntl
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,27 +28,39 @@ from hearth.errors import (
     InvalidModelFileError,
     InvalidNameError,
     ModelNotFoundError,
-    SourceUnavailableError,
     StoreError,
 )
 from hearth.log import get_logger
 from hearth.store.blobs import Blob, BlobStore, Progress, fsync_dir
 from hearth.store.catalogue import CatalogueEntry, PackageFormat, catalogue_names, find_entry
-from hearth.store.digest import digest_bytes
+from hearth.store.digest import digest_bytes, digest_from_filename
 from hearth.store.gguf_meta import GGUFInfo, read_gguf_info
+from hearth.store.gguf_shape import read_gguf_shape
+from hearth.store.integrity import Problem, damaged_by_size
 from hearth.store.manifest import TITLE_ANNOTATION, Descriptor, Manifest, MediaType, ModelConfig
 from hearth.store.names import (
     DEFAULT_HOST,
+    HF_HOST,
     ModelName,
     name_from_manifest_path,
     parse_name,
 )
+from hearth.store.profile import ModelProfile, parse_messages, parse_parameters
+from hearth.store.quantize import (
+    QuantizeOptions,
+    default_target_name,
+    is_requantize,
+    parse_quant_type,
+    quantize_gguf,
+)
+from hearth.store.sources.huggingface import pull_huggingface
 from hearth.store.sources.package import (
     package_digest,
     package_model_dir,
     package_source,
     pull_package,
 )
+from hearth.store.sources.registry import PushResult, pull_from_registry, push_to_registry
 
 log = get_logger(__name__)
 
@@ -90,6 +102,9 @@ class Store:
         self.home = settings.home
         self.manifests_dir = settings.manifests_dir
         self.blobs = BlobStore(settings.blobs_dir)
+        self.settings = settings  # registry credentials
+        self._profiles: dict[str, ModelProfile] = {}  # by manifest digest
+        self.threads = settings.effective_threads  # llama.cpp threads for quantizing
 
     # Reading ---------------------------------------------------------------------------------
 
@@ -132,8 +147,14 @@ class Store:
                 raise
         return self.pull(name, progress)
 
-    def pull(self, name: str, progress: Progress | None = None) -> LocalModel:
+    def pull(
+        self, name: str, progress: Progress | None = None, *, insecure: bool = False
+    ) -> LocalModel:
         wanted = parse_name(name)
+        if wanted.host not in (DEFAULT_HOST, HF_HOST):
+            return pull_from_registry(self, wanted, progress, insecure=insecure)
+        if wanted.is_huggingface:
+            return pull_huggingface(self, wanted, progress)
         entry = find_entry(wanted)
         if entry is None:
             raise self._no_source(name, wanted)
@@ -177,6 +198,47 @@ class Store:
         finally:
             converted.unlink(missing_ok=True)  # gone already unless something failed
 
+    def push(
+        self,
+        name: str,
+        target: str,
+        progress: Progress | None = None,
+        *,
+        insecure: bool = False,
+        chunk_size: int | None = None,
+    ) -> PushResult:
+        """Push the local model ``name`` to the registry named by ``target`` (host/ns/name:tag)."""
+        destination = parse_name(target)
+        if destination.host in (DEFAULT_HOST, HF_HOST):
+            raise InvalidNameError(
+                f"push target {target!r} must start with a registry host (host[:port]/ns/name)"
+            )
+        model = self.resolve(name)
+        data = model.name.manifest_path(self.manifests_dir).read_bytes()
+        return push_to_registry(
+            self, model.name, data, destination, progress, insecure=insecure, chunk_size=chunk_size
+        )
+
+    def commit_manifest(
+        self,
+        name: ModelName,
+        data: bytes,
+        fetch_missing: Callable[[builtins.list[Descriptor]], None],
+    ) -> LocalModel:
+        """Store manifest bytes fetched from elsewhere (a registry) under ``name``.
+
+        Under the lock, blobs collected since they were fetched are fetched again first, so the
+        manifest never points at a missing blob.
+        """
+        manifest = Manifest.from_json(data, str(name))
+        with self._locked():
+            blobs = [manifest.config, *manifest.layers]
+            missing = [blob for blob in blobs if not self.blobs.has(blob.digest)]
+            if missing:
+                fetch_missing(missing)
+            self._replace_manifest(name, data)
+        return self._load(name, name.manifest_path(self.manifests_dir))
+
     # Changing names --------------------------------------------------------------------------
 
     def copy(self, src: str, dst: str) -> LocalModel:
@@ -200,6 +262,80 @@ class Store:
             fsync_dir(path.parent)
             self._prune_empty_dirs(path.parent)
             return self._collect(digests)
+
+    # Profiles and derived models (hearth create) ----------------------------------------------
+
+    def profile(self, model: LocalModel) -> ModelProfile:
+        """The system prompt, template, parameters, messages and adapters ``model`` carries."""
+        cached = self._profiles.get(model.manifest_digest)
+        if cached is None:
+            cached = self._read_profile(model)
+            self._profiles[model.manifest_digest] = cached  # manifests never change in place
+        return cached
+
+    def licenses(self, model: LocalModel) -> builtins.list[str]:
+        """Every license text ``model`` carries (a derived model keeps its base's)."""
+        return [
+            self._read_blob(model.name, layer.digest).decode("utf-8", errors="replace")
+            for layer in model.manifest.layers
+            if layer.media_type == MediaType.LICENSE
+        ]
+
+    def config_of(self, model: LocalModel) -> ModelConfig:
+        digest = model.manifest.config.digest
+        return ModelConfig.from_json(self._read_blob(model.name, digest), str(model.name))
+
+    def add_text_layer(self, media_type: str, text: str | bytes) -> Descriptor:
+        """Write a small layer's content as a blob (call inside :meth:`locked`)."""
+        data = text.encode() if isinstance(text, str) else text
+        blob = self.blobs.write_bytes(data)
+        return Descriptor(media_type, blob.digest, blob.size)
+
+    def add_file_layer(
+        self, media_type: str, path: Path, progress: Progress | None = None
+    ) -> Descriptor:
+        """Write a file as a layer's blob (call inside :meth:`locked`); a file that is one of
+        the store's blobs already is referenced, not copied."""
+        stored = digest_from_filename(path.name) if path.parent == self.blobs.root else None
+        if stored is not None and self.blobs.has(stored):
+            return Descriptor(media_type, stored, self.blobs.size(stored))
+        blob = self.blobs.write_file(path, progress=progress)
+        return Descriptor(media_type, blob.digest, blob.size, {TITLE_ANNOTATION: path.name})
+
+    def commit(self, name: str, config: ModelConfig, layers: Sequence[Descriptor]) -> LocalModel:
+        """Name a new manifest over blobs already stored (call inside :meth:`locked`)."""
+        missing = [layer.digest for layer in layers if not self.blobs.has(layer.digest)]
+        if missing:
+            raise StoreError(f"cannot create {name}: blob {missing[0]} is not in the store")
+        return self._commit(parse_name(name), config, layers)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock, so garbage collection cannot take blobs written but not yet
+        named. Not re-entrant: call no other mutating Store method inside."""
+        with self._locked():
+            yield
+
+    def _read_profile(self, model: LocalModel) -> ModelProfile:
+        def text(media_type: str) -> str | None:
+            data = self.read_layer(model, media_type)
+            return None if data is None else data.decode("utf-8", errors="replace")
+
+        origin = str(model.name)
+        params = self.read_layer(model, MediaType.PARAMS)
+        messages = self.read_layer(model, MediaType.MESSAGES)
+        adapters = [
+            self.blobs.path(layer.digest)
+            for layer in model.manifest.layers
+            if layer.media_type == MediaType.ADAPTER
+        ]
+        return ModelProfile(
+            system=text(MediaType.SYSTEM),
+            template=text(MediaType.TEMPLATE),
+            parameters={} if params is None else parse_parameters(params, origin),
+            messages=() if messages is None else parse_messages(messages, origin),
+            adapters=tuple(adapters),
+        )
 
     # Internals: manifests ----------------------------------------------------------------------
 
@@ -301,15 +437,33 @@ class Store:
     # Internals: sources, names, locking --------------------------------------------------------
 
     def _up_to_date(self, name: ModelName, model_digest: str) -> LocalModel | None:
-        """The local model if it already holds ``model_digest`` (re-reading a GGUF's metadata
-        takes seconds for a large vocabulary, so a repeated pull skips it)."""
+        """The local model if it already holds ``model_digest`` with every blob at its size
+        (re-reading a GGUF's metadata takes seconds for a large vocabulary, so a repeated pull
+        skips it). A missing or damaged blob means pull again; caller holds the lock."""
         path = name.manifest_path(self.manifests_dir)
+        if self._drop_damaged_blobs(path):
+            return None
         try:
             model = self._load(name, path)
         except (ModelNotFoundError, StoreError):
             return None
         layer = model.manifest.layer(MediaType.MODEL)
         return model if layer is not None and layer.digest == model_digest else None
+
+    def _drop_damaged_blobs(self, path: Path) -> bool:
+        """Delete the blobs of manifest ``path`` that have the wrong size, so a pull writes them
+        afresh (a blob already stored is never rewritten); True if any was missing or damaged.
+        Cheap: sizes only (``hearth verify`` rehashes). Caller holds the lock."""
+        try:
+            manifest = Manifest.from_json(path.read_bytes(), path)
+        except (FileNotFoundError, StoreError):
+            return False
+        damaged = damaged_by_size(self.blobs, manifest)
+        for descriptor, problem in damaged:
+            if problem is Problem.SIZE:
+                log.warning("%s: blob %s has the wrong size; deleting it", path, descriptor.digest)
+                self.blobs.delete(descriptor.digest)
+        return bool(damaged)
 
     def _pull_converted(
         self, wanted: ModelName, entry: CatalogueEntry, progress: Progress | None
@@ -332,6 +486,9 @@ class Store:
             converted.unlink(missing_ok=True)
 
     def _converted_from(self, name: ModelName, source: str) -> LocalModel | None:
+        with self._locked():
+            if self._drop_damaged_blobs(name.manifest_path(self.manifests_dir)):
+                return None
         try:
             model = self._load(name, name.manifest_path(self.manifests_dir))
         except (ModelNotFoundError, StoreError):
@@ -375,16 +532,6 @@ class Store:
             raise
 
     def _no_source(self, name: str, wanted: ModelName) -> Exception:
-        if wanted.is_huggingface:
-            return SourceUnavailableError(
-                f"pulling from Hugging Face ({wanted.full}) arrives with the hub issue; "
-                f"for now download the GGUF and run: hearth import FILE --name {name}"
-            )
-        if wanted.host != DEFAULT_HOST:
-            return SourceUnavailableError(
-                f"pulling from the registry {wanted.host} ({wanted.full}) "
-                "arrives with the hub issue"
-            )
         return ModelNotFoundError(name, _close_matches(wanted, catalogue_names()))
 
     def _suggestions(self, wanted: ModelName) -> builtins.list[str]:
@@ -401,6 +548,106 @@ class Store:
                 yield
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    # Quantizing (llama.cpp's part lives in hearth/store/quantize.py) ---------------------------
+
+    def quantize(
+        self,
+        name: str,
+        to: str,
+        target_name: str | None = None,
+        imatrix: Path | None = None,
+        progress: Progress | None = None,
+    ) -> LocalModel:
+        """Quantize ``name`` to ``to`` (Q4_K_M, Q8_0, ...) and store it as a new model.
+
+        The target defaults to :func:`default_target_name` (``gemma3:270m-q8_0``); the source's
+        other layers (license, template, params, system) are kept and the config's ``source``
+        says ``quantized:<source model digest>``. ``progress(done, total)`` counts tensors.
+        Quantizing runs without the lock, into ``blobs/.tmp-quantize-*.gguf``.
+        """
+        quant, ftype = parse_quant_type(to)
+        source = self.resolve(name)
+        target = parse_name(target_name or default_target_name(source.name, quant))
+        requantize = is_requantize(source.info.quantization)
+        if requantize:
+            log.warning(
+                "%s is already %s: requantizing loses quality twice", name, source.info.quantization
+            )
+        options = QuantizeOptions(ftype, self.threads, allow_requantize=requantize, imatrix=imatrix)
+        self.blobs.root.mkdir(parents=True, exist_ok=True)
+        output = self.blobs.root / f"{TEMP_PREFIX}quantize-{uuid.uuid4().hex}.gguf"
+        try:
+            quantize_gguf(source.model_path, output, options, progress)
+            read_gguf_shape(output)  # a readable header (fast; no vocabulary parsing)
+            with self._locked():
+                return self._commit_quantized(source, target, output, quant)
+        finally:
+            output.unlink(missing_ok=True)  # gone already unless something failed
+
+    def _commit_quantized(
+        self, source: LocalModel, target: ModelName, output: Path, quant: str
+    ) -> LocalModel:
+        layers = list(source.manifest.layers)
+        missing = [layer.digest for layer in layers if not self.blobs.has(layer.digest)]
+        if missing:  # the source was removed while we quantized
+            raise StoreError(f"{source.name} changed while quantizing (blobs {missing} are gone)")
+        blob = self.blobs.adopt(output)
+        source_digest = next(
+            layer.digest for layer in layers if layer.media_type == MediaType.MODEL
+        )
+        title = f"{source.name.name}-{quant.lower()}.gguf"
+        layers = [
+            _model_layer(blob, title) if layer.media_type == MediaType.MODEL else layer
+            for layer in layers
+        ]
+        config = ModelConfig.from_json(self._read_blob(source.name, source.manifest.config.digest))
+        config = replace(
+            config,
+            quantization=quant,
+            source=f"quantized:{source_digest}",
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        return self._commit(target, config, layers)
+
+    # Internals for hearth/store/sources/huggingface.py ---------------------------------------
+
+    def _add_gguf(
+        self,
+        name: ModelName,
+        deliver: Callable[[BlobStore], Blob],
+        filename: str,
+        *,
+        license_text: str | None,
+        card: str | None,
+        license_id: str | None,
+        source: str,
+    ) -> LocalModel:
+        """Store the GGUF blob ``deliver`` writes (under the lock) with its text layers."""
+        with self._locked():
+            blob = deliver(self.blobs)
+            info = self._check_gguf_blob(blob)
+            layers = [_model_layer(blob, filename)]
+            layers += self._text_layers(MediaType.LICENSE, license_text)
+            layers += self._text_layers(MediaType.CARD, card)
+            config = _config(info, license_id=license_id or info.license, source=source)
+            return self._commit(name, config, layers)
+
+    def _add_converted_folder(
+        self,
+        name: ModelName,
+        folder: Path,
+        model_name: str,
+        source: str,
+        progress: Progress | None,
+    ) -> LocalModel:
+        """Convert a downloaded Hugging Face folder and store it (as ``import_hf_dir`` does)."""
+        converted, info = self._convert(folder, model_name, progress)
+        try:
+            with self._locked():
+                return self._commit_converted(name, converted, info, folder, None, source)
+        finally:
+            converted.unlink(missing_ok=True)
 
 
 def _model_layer(blob: Blob, filename: str) -> Descriptor:

@@ -60,7 +60,7 @@ def test_chat_model_shows_template(hearth_home: Path, tiny_chat_model: Path) -> 
     [
         (("show", "tinny"), "model 'tinny' not found (did you mean tiny:latest?)"),
         (("rm", "nothing-here"), "model 'nothing-here' not found"),
-        (("pull", "hf.co/org/repo:Q4_K_M"), "arrives with the hub issue"),
+        (("pull", "localhost:1/acme/bot"), "cannot reach the registry http://localhost:1"),
         (("pull", "bad name"), "contains whitespace"),
         (("cp", "tiny", "a/b/c/d"), "at most 3"),
     ],

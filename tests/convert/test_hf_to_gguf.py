@@ -199,14 +199,14 @@ def test_pickle_beside_safetensors_is_never_opened(tiny_bert_dir: Path, tmp_path
 
 
 def test_unsupported_architecture_is_named(tiny_bert_dir: Path, tmp_path: Path) -> None:
-    folder = copy_folder(tiny_bert_dir, tmp_path / "llama")
+    folder = copy_folder(tiny_bert_dir, tmp_path / "mamba")
     config = json.loads((folder / "config.json").read_text())
-    config["architectures"] = ["LlamaForCausalLM"]
+    config["architectures"] = ["MambaForCausalLM"]
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConversionError) as caught:
         convert_hf_to_gguf(folder, tmp_path / "out.gguf")
     message = str(caught.value)
-    assert "architecture LlamaForCausalLM is not supported" in message
+    assert "architecture MambaForCausalLM is not supported" in message
     assert f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}" in message
     assert "BertModel" in SUPPORTED_ARCHITECTURES
     assert not (tmp_path / "out.gguf").exists()
@@ -217,7 +217,7 @@ def test_unsupported_architecture_is_named(tiny_bert_dir: Path, tmp_path: Path) 
     [
         ("escaping shard", "invalid shard: '../outside.safetensors'"),
         ("cased tokenizer", "the tokenizer is cased"),
-        ("bf16 weights", "is BF16"),
+        ("fp8 weights", "is F8_E4M3"),
         ("relu", "hidden_act='relu' is not supported"),
         ("max pooling", "pooling mode 'max' is not supported"),
         ("no config", "has no config.json"),
@@ -246,13 +246,14 @@ def _break(folder: Path, change: str) -> None:
         (folder / "tokenizer_config.json").write_text(
             json.dumps({**settings, "do_lower_case": False})
         )
-    elif change == "bf16 weights":
+    elif change == "fp8 weights":
         import torch
         from safetensors.torch import load_file, save_file
 
         tensors = load_file(folder / "model.safetensors")
         save_file(
-            {k: v.to(torch.bfloat16) for k, v in tensors.items()}, folder / "model.safetensors"
+            {k: v.to(torch.float8_e4m3fn) for k, v in tensors.items()},
+            folder / "model.safetensors",
         )
     elif change == "relu":
         config_path.write_text(json.dumps({**config, "hidden_act": "relu"}))

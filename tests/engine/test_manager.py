@@ -17,6 +17,7 @@ from hearth.engine.memory import MemoryEstimate
 from hearth.engine.sampling import SamplingParams
 from hearth.errors import EngineError, InsufficientMemoryError, ModelLoadError, ModelNotFoundError
 from hearth.store import Store
+from hearth.store.profile import ModelProfile
 
 NAMES = ("tiny-a", "tiny-b", "tiny-c")
 THREADS = 8
@@ -43,7 +44,7 @@ class CountingLoader:
         self.started = threading.Event()
         self._lock = threading.Lock()
 
-    def __call__(self, path: Path, config: EngineConfig) -> LLM:
+    def __call__(self, path: Path, config: EngineConfig, profile: ModelProfile) -> LLM:
         with self._lock:
             self.loads.append(path)
             fail = self.failures > 0
@@ -52,7 +53,7 @@ class CountingLoader:
         time.sleep(self.delay)
         if fail:
             raise ModelLoadError(f"llama.cpp could not load {path} (injected)")
-        return LLM(path, config)
+        return LLM(path, config, profile)
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +384,23 @@ def test_close_unloads_everything_and_refuses_new_work(
     with pytest.raises(EngineError, match="closed"), manager.acquire("tiny-a"):
         pass
     manager.close()  # twice is fine
+
+
+def test_reserved_memory_counts_against_the_budget(
+    manager: ModelManager, clock: FakeClock, one_model: MemoryEstimate
+) -> None:
+    use(manager, "tiny-a")
+    clock.advance(1)
+    use(manager, "tiny-b")
+    # An embedding model the size of one chat model: the idle a (least recent) makes room.
+    manager.reserve("minilm (embeddings)", one_model.total)
+    assert loaded_names(manager) == ["tiny-b:latest"]
+    with pytest.raises(InsufficientMemoryError, match="too-big needs"):
+        manager.reserve("too-big", one_model.total * 2)
+    with manager.acquire("tiny-c"):  # b goes; the reservation is never unloaded
+        assert loaded_names(manager) == ["tiny-c:latest"]
+        with pytest.raises(InsufficientMemoryError, match="minilm"):
+            manager.acquire("tiny-a").__enter__()
+    manager.unreserve("minilm (embeddings)")
+    use(manager, "tiny-a")
+    assert set(loaded_names(manager)) == {"tiny-a:latest", "tiny-c:latest"}

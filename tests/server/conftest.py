@@ -1,4 +1,5 @@
-"""Database fixtures: ``db_engine`` runs a test on SQLite (in HEARTH_HOME) and on PostgreSQL."""
+"""Database fixtures: ``db_engine`` runs a test on SQLite (in HEARTH_HOME) and on PostgreSQL;
+``server_database_url`` does the same for a live server (``HEARTH_DATABASE_URL``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import Engine
 
 from hearth.config import Settings
 from hearth.db import Base, create_database_engine, open_database
-from tests.postgres import find_bin_dir, start_cluster
+from tests.postgres import find_bin_dir, fresh_database, start_cluster
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +37,17 @@ def db_url(request: pytest.FixtureRequest, hearth_home: Path) -> str:
         return Settings.from_env({"HEARTH_HOME": str(hearth_home)}).effective_database_url
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server_database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """HEARTH_DATABASE_URL for a module's live server: "" (the default, SQLite in its
+    HEARTH_HOME) or a fresh PostgreSQL database, dropped when the module's tests end."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture

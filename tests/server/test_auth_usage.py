@@ -1,4 +1,5 @@
-"""API keys and usage records through a real server and the official openai client."""
+"""API keys and usage records through a real server and the official openai client, on SQLite
+and on PostgreSQL (``server_database_url``: each module run gets a fresh database)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from typer.testing import CliRunner
 
+from hearth.cli.main import app
 from hearth.config import Settings
 from hearth.db import open_database
 from hearth.server.keys import KeyStore
@@ -22,13 +25,16 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) -> Settings:
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path, server_database_url: str
+) -> Settings:
     settings = Settings.from_env(
         {
             "HEARTH_HOME": str(tmp_path_factory.mktemp("auth-home")),
             "HEARTH_CONTEXT": "1024",
             "HEARTH_MAX_SEQS": "2",
             "HEARTH_CACHE_SEQS": "0",
+            "HEARTH_DATABASE_URL": server_database_url,
         }
     )
     store = Store(settings)
@@ -38,8 +44,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) ->
 
 
 @pytest.fixture(scope="module")
-def keys(settings: Settings) -> KeyStore:
-    return KeyStore(open_database(settings))
+def keys(settings: Settings) -> Iterator[KeyStore]:
+    engine = open_database(settings)
+    yield KeyStore(engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +98,8 @@ def test_every_request_writes_a_usage_row_even_when_cut_short(
         lines = response.iter_lines()
         for _ in range(3):
             next(lines)
-    log = UsageLog(open_database(settings))
+    engine = open_database(settings)
+    log = UsageLog(engine)
     try:
         deadline = time.monotonic() + 10
         rows = []
@@ -104,3 +113,14 @@ def test_every_request_writes_a_usage_row_even_when_cut_short(
         assert rows[0].completion_tokens >= 4 + 1  # the cut stream's tokens count too
     finally:
         log.close()
+        engine.dispose()
+    assert _hearth_usage(settings)["app-2"][:3] == ["2", "0", "1"]  # requests, errors, aborted
+    assert (settings.home / "hearth.db").exists() == (settings.database_url == "")
+
+
+def _hearth_usage(settings: Settings) -> dict[str, list[str]]:
+    """`hearth usage` (by key) on the server's database: the cells of each key's row."""
+    env = {"HEARTH_HOME": str(settings.home), "HEARTH_DATABASE_URL": settings.database_url}
+    result = CliRunner().invoke(app, ["usage"], env=env)
+    assert result.exit_code == 0, result.output
+    return {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
+import hearth.db
 from hearth.config import Settings
 from hearth.db import create_database_engine
 from hearth.errors import (
@@ -20,6 +21,7 @@ from hearth.errors import (
     ValidationError,
 )
 from hearth.server.keys import KeyStore, model_allowed
+from hearth.server.usage import UsageLog
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -256,6 +258,38 @@ def test_concurrent_writers_from_several_engines(
         thread.join()
     assert errors == []
     assert len(keys.list()) == 40
+
+
+def test_processes_starting_together_create_the_tables_once(
+    db_url: str, db_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hearth serve` and `hearth keys create` starting at once (here: six engines at a barrier)
+    race to create the tables. PostgreSQL needs no retry: creators wait on an advisory lock."""
+    if db_engine.dialect.name == "postgresql":
+        monkeypatch.setattr(hearth.db, "_CREATE_ATTEMPTS", 1)
+    engines = [create_database_engine(db_url) for _ in range(6)]
+    barrier = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def start(n: int, engine: Engine) -> None:
+        try:
+            barrier.wait()
+            if n % 2:
+                KeyStore(engine).list()
+            else:
+                with UsageLog(engine) as usage:
+                    usage.summary(group_by="key")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=item) for item in enumerate(engines)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
 
 
 def test_database_url_setting() -> None:

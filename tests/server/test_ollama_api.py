@@ -60,6 +60,63 @@ def test_pull_streams_progress_then_generate(client: ollama.Client) -> None:
     assert streamed == result.response
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+# Ollama has no tool_choice: a format schema makes the answer a Llama 3 style JSON call.
+CALL_FORMAT = {
+    "type": "object",
+    "properties": {
+        "name": {"const": "get_weather"},
+        "arguments": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 24}},
+            "required": ["city"],
+        },
+    },
+    "required": ["name", "arguments"],
+}
+
+
+@pytest.mark.gemma
+def test_chat_returns_tool_calls(client: ollama.Client) -> None:
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    options = {"temperature": 0, "num_predict": 40}
+    reply = client.chat(
+        model=GEMMA, messages=messages, tools=[WEATHER], format=CALL_FORMAT, options=options
+    )
+    assert reply.message.tool_calls is not None
+    [call] = reply.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert isinstance(call.function.arguments["city"], str)
+    assert reply.message.content == ""
+    parts = list(
+        client.chat(
+            model=GEMMA,
+            messages=messages,
+            tools=[WEATHER],
+            format=CALL_FORMAT,
+            options=options,
+            stream=True,
+        )
+    )
+    streamed = [c for part in parts for c in part.message.tool_calls or []]
+    assert streamed == reply.message.tool_calls
+    assert "".join(part.message.content for part in parts) == ""
+    history = [*messages, reply.message, {"role": "tool", "content": "Sunny, 21 C"}]
+    follow = client.chat(model=GEMMA, messages=history, tools=[WEATHER], options={"num_predict": 8})
+    assert follow.done and follow.message.tool_calls is None
+
+
 def test_chat_streams_ndjson_and_reports_counts(client: ollama.Client) -> None:
     parts = list(
         client.chat(

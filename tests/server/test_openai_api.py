@@ -232,7 +232,12 @@ def test_forced_tool_call_is_parsed_into_tool_calls(client: openai.OpenAI, strea
         calls, reason = choice.message.tool_calls, choice.finish_reason
     else:
         chunks = list(client.chat.completions.create(stream=True, **request))  # type: ignore[call-overload]
-        calls = [c for chunk in chunks for c in (chunk.choices[0].delta.tool_calls or [])]
+        deltas = [c for chunk in chunks for c in (chunk.choices[0].delta.tool_calls or [])]
+        calls = [d for d in deltas if d.id is not None]  # a call's first delta; the rest add text
+        for call in calls:
+            call.function.arguments = "".join(  # type: ignore[union-attr]
+                d.function.arguments or "" for d in deltas if d.index == call.index and d.function
+            )
         reason = chunks[-1].choices[0].finish_reason
     assert reason == "tool_calls"
     assert calls is not None and len(calls) == 1

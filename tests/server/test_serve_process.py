@@ -1,4 +1,5 @@
-"""`hearth serve` as a process: aliases from hearth.toml, and a graceful SIGTERM."""
+"""`hearth serve` as a process: aliases from hearth.toml, and a graceful SIGTERM (usage flushed
+to SQLite and to PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def free_port() -> int:
 
 
 def test_alias_then_sigterm_finishes_the_stream_and_flushes_usage(
-    hearth_home: Path, tiny_chat_model: Path
+    hearth_home: Path, tiny_chat_model: Path, server_database_url: str
 ) -> None:
     Store(Settings.from_env({"HEARTH_HOME": str(hearth_home)})).import_gguf(
         tiny_chat_model, "tiny-chat"
@@ -39,6 +40,7 @@ def test_alias_then_sigterm_finishes_the_stream_and_flushes_usage(
         "HEARTH_HOST": f"127.0.0.1:{port}",
         "HEARTH_CONTEXT": "1024",
         "HEARTH_MAX_SEQS": "2",
+        "HEARTH_DATABASE_URL": server_database_url,
     }
     server = subprocess.Popen([HEARTH, "serve"], env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -72,10 +74,16 @@ def test_alias_then_sigterm_finishes_the_stream_and_flushes_usage(
         if server.poll() is None:
             server.kill()
             server.wait()
-    log = UsageLog(open_database(Settings.from_env({"HEARTH_HOME": str(hearth_home)})))
+    database = open_database(
+        Settings.from_env(
+            {"HEARTH_HOME": str(hearth_home), "HEARTH_DATABASE_URL": server_database_url}
+        )
+    )
+    log = UsageLog(database)
     try:
         rows = log.summary(group_by="model")
         assert [(r.group, r.requests) for r in rows] == [("tiny-chat", 2)]
         assert rows[0].completion_tokens == 3 + 200
     finally:
         log.close()
+        database.dispose()

@@ -193,19 +193,6 @@ def test_ensure(store: Store, tiny_model: Path) -> None:
         store.ensure("not-in-catalogue")
 
 
-@pytest.mark.parametrize(
-    ("name", "message"),
-    [
-        ("hf.co/ggml-org/gemma-3-1b-it-GGUF:Q4_K_M", "Hugging Face .* arrives with the hub issue"),
-        ("registry.example.com/acme/bot:1", "registry registry.example.com .* hub issue"),
-        ("localhost:5000/acme/bot", "registry localhost:5000"),
-    ],
-)
-def test_pull_from_hub_or_registry_is_not_there_yet(store: Store, name: str, message: str) -> None:
-    with pytest.raises(SourceUnavailableError, match=message):
-        store.pull(name)
-
-
 def test_pull_unknown_catalogue_name(store: Store) -> None:
     with pytest.raises(ModelNotFoundError) as caught:
         store.pull("gemma3:27m")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,9 +10,14 @@ from hearth.engine.grammar import json_object_grammar, json_schema_grammar
 from hearth.engine.request import RequestOutput
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.templates import ChatMessage
+from hearth.engine.tool_stream import ContentDelta, ToolCallStart, ToolCallStream, ToolStreamEvent
 from hearth.errors import ValidationError
+from hearth.log import get_logger
+from hearth.server.ollama.schemas import ChatMessage as WireMessage
 from hearth.server.ollama.schemas import ChatRequest, GenerateRequest, Options
 from hearth.store import LocalModel
+
+log = get_logger(__name__)
 
 
 def sampling_params(options: Options | None, format_: Any) -> SamplingParams:
@@ -19,10 +25,12 @@ def sampling_params(options: Options | None, format_: Any) -> SamplingParams:
     num_predict = given.pop("num_predict", None)
     if num_predict is not None and num_predict > 0:
         given["max_tokens"] = num_predict
-    elif num_predict is not None and num_predict not in (-1, -2):
+    elif num_predict in (-1, -2):
+        given["max_tokens"] = None  # chosen: no limit, whatever the model's default
+    elif num_predict is not None:
         raise ValidationError("num_predict", num_predict, "must be positive, or -1 for no limit")
     given["grammar"] = _grammar(format_)
-    return SamplingParams.from_mapping(given)
+    return SamplingParams.from_mapping(given).chosen(frozenset(given))
 
 
 def _grammar(format_: Any) -> str | None:
@@ -36,12 +44,68 @@ def _grammar(format_: Any) -> str | None:
 def generate_prompt(body: GenerateRequest) -> str:
     if body.template is not None:
         raise ValidationError("template", "…", "templates come from the model, not a request")
-    prompt = body.prompt or ""
-    return f"{body.system}\n\n{prompt}" if body.system and not body.raw else prompt
+    return body.prompt or ""
 
 
 def chat_messages(body: ChatRequest) -> list[ChatMessage]:
-    return [ChatMessage(m.role, m.content) for m in body.messages]
+    return [ChatMessage(m.role, _message_text(m)) for m in body.messages]
+
+
+def _message_text(message: WireMessage) -> str:
+    """The content; an earlier answer's tool calls are shown in the format models write."""
+    calls = message.tool_calls or []
+    written = "".join(
+        "<tool_call>"
+        + json.dumps({"name": call.function.name, "arguments": call.function.arguments})
+        + "</tool_call>"
+        for call in calls
+    )
+    return message.content + written
+
+
+class ToolCallCollector:
+    """Streams an answer's content and gathers its tool calls as Ollama returns them: whole,
+    with arguments as an object (``hearth.engine.tool_stream`` does the parsing)."""
+
+    def __init__(self) -> None:
+        self._stream = ToolCallStream()
+        self._names: list[str] = []
+        self._arguments: list[list[str]] = []
+
+    def content(self, text: str) -> str:
+        return self._apply(self._stream.feed(text))
+
+    def finish(self) -> tuple[str, list[dict[str, Any]]]:
+        """The last of the content, and the calls made."""
+        tail = self._apply(self._stream.finish())
+        return tail, [
+            {"function": {"name": name, "arguments": _arguments(parts)}}
+            for name, parts in zip(self._names, self._arguments, strict=True)
+        ]
+
+    def _apply(self, events: list[ToolStreamEvent]) -> str:
+        text = []
+        for event in events:
+            if isinstance(event, ContentDelta):
+                text.append(event.text)
+            elif isinstance(event, ToolCallStart):
+                self._names.append(event.name)
+                self._arguments.append([])
+            else:
+                self._arguments[event.index].append(event.text)
+        return "".join(text)
+
+
+def _arguments(parts: list[str]) -> dict[str, Any]:
+    text = "".join(parts).strip() or "{}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        log.warning("a tool call's arguments are not a JSON object: %.200s", text)
+        return {}
+    return value
 
 
 def timestamp() -> str:

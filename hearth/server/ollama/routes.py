@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
+from hearth.modelfile.render import render_modelfile, render_parameters
 from hearth.server.deps import (
     embed_texts,
     lease_and_start,
@@ -25,6 +26,7 @@ from hearth.server.deps import (
     requested_model,
     stream_outputs,
 )
+from hearth.server.errors import ollama_error
 from hearth.server.metrics import Observation
 from hearth.server.ollama import convert
 from hearth.server.ollama.schemas import (
@@ -34,7 +36,6 @@ from hearth.server.ollama.schemas import (
     GenerateRequest,
     ModelRequest,
 )
-from hearth.store import MediaType
 from hearth.units import parse_keep_alive
 
 router = APIRouter(prefix="/api")
@@ -70,7 +71,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         keep_alive,
         body.stream,
         shape,
-        lambda llm: llm.tokenizer.tokenize(prompt),
+        lambda llm: llm.prompt_tokens(prompt, system=body.system, raw=body.raw),
         params,
         observe(request, body.model, "/api/generate"),
     )
@@ -83,6 +84,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     keep_alive = parse_keep_alive(body.keep_alive)
     params = convert.sampling_params(body.options, body.format)
     messages = convert.chat_messages(body)
+    tools = body.tools or None
     if not messages:
         async with model_lease(manager, body.model, keep_alive):
             return _done_only(body.model, "load", {"message": {"role": "assistant", "content": ""}})
@@ -96,9 +98,10 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         keep_alive,
         body.stream,
         shape,
-        lambda llm: llm.conversation_tokens(messages),
+        lambda llm: llm.conversation_tokens(messages, tools),
         params,
         observe(request, body.model, "/api/chat"),
+        with_tools=tools is not None,
     )
 
 
@@ -111,12 +114,16 @@ async def _answer(
     tokens_for: Callable[[Any], list[int]],
     params: Any,
     observation: Observation,
+    *,
+    with_tools: bool = False,
 ) -> Any:
     stack, _, generations = await lease_and_start(
         manager, model, lambda llm: llm.generate(tokens_for(llm), params), keep_alive
     )
     generation = generations[0]
     lines = _lines(model, generation, shape, observation)
+    if with_tools:
+        lines = _with_tool_calls(lines)
     if stream:
 
         async def body() -> AsyncIterator[bytes]:
@@ -130,7 +137,28 @@ async def _answer(
         parts = [line async for line in lines]
     final = parts[-1]
     text = "".join(_text_of(p) for p in parts)
-    return JSONResponse({**final, **shape(text)})
+    answer = {**final, **shape(text)}
+    calls = final.get("message", {}).get("tool_calls")
+    if calls:
+        answer["message"]["tool_calls"] = calls
+    return JSONResponse(answer)
+
+
+async def _with_tool_calls(
+    lines: AsyncGenerator[dict[str, Any], None],
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Chat lines whose content leaves out tool calls; the calls, whole, on the last line."""
+    collector = convert.ToolCallCollector()
+    async with aclosing(lines):
+        async for line in lines:
+            message = line["message"]
+            message["content"] = collector.content(message["content"])
+            if line["done"]:
+                tail, calls = collector.finish()
+                message["content"] += tail
+                if calls:
+                    message["tool_calls"] = calls
+            yield line
 
 
 async def _lines(
@@ -188,13 +216,16 @@ async def tags(request: Request) -> dict[str, Any]:
 async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
     store = manager_of(request).store
     model = store.resolve(body.target())
-    license_text = store.read_layer(model, MediaType.LICENSE)
+    profile = store.profile(model)
+    licenses = store.licenses(model)
     info = model.info
     return {
-        "license": license_text.decode(errors="replace") if license_text else "",
-        "modelfile": f"FROM {model.name}\n",
-        "parameters": "",
-        "template": "",
+        "license": "\n\n".join(licenses),
+        "modelfile": render_modelfile(model, profile, licenses),
+        "parameters": render_parameters(profile.parameters),
+        "template": profile.template or "",
+        "system": profile.system or "",
+        "messages": [{"role": role, "content": text} for role, text in profile.messages],
         "details": convert.details(model),
         "model_info": {
             "general.architecture": info.architecture,
@@ -211,7 +242,7 @@ async def ps(request: Request) -> dict[str, Any]:
     manager = manager_of(request)
     models = []
     for status in manager.loaded():
-        local = manager.store.resolve(status.name)
+        local = status.model
         expires = status.expires_in
         models.append(
             {
@@ -271,7 +302,16 @@ async def copy(body: CopyRequest, request: Request) -> JSONResponse:
 
 @router.delete("/delete")
 async def delete(body: ModelRequest, request: Request) -> JSONResponse:
+    """Unload the model, then delete it; refused (409) while requests are using it."""
     manager = manager_of(request)
-    manager.unload(body.target())
-    manager.store.remove(body.target())
+    name = body.target()
+    manager.unload(name)  # now if idle, else as soon as its last request finishes
+    users = manager.users(name)
+    if users:
+        message = (
+            f"{name} is in use by {users} request(s) and was not deleted; it unloads when they "
+            "finish, then delete it again"
+        )
+        return ollama_error(409, message)
+    manager.store.remove(name)
     return JSONResponse({})

@@ -40,14 +40,25 @@ class GenerateRequest(_Wire):
     keep_alive: float | str | None = None
 
 
+class ToolFunction(_Wire):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Wire):
+    function: ToolFunction
+
+
 class ChatMessage(_Wire):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
+    tool_calls: list[ToolCall] | None = None  # an earlier answer's calls, in the history
 
 
 class ChatRequest(_Wire):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
     stream: bool = True
     format: Literal["", "json"] | dict[str, Any] | None = None
     options: Options | None = None
@@ -76,3 +87,25 @@ class EmbedRequest(_Wire):
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class CreateRequest(_Wire):
+    """``POST /api/create``: a base (``from``, or an uploaded GGUF in ``files``) and what to add;
+    or, as older clients send it, a whole Modelfile."""
+
+    model: str = ""
+    name: str = ""  # older clients
+    from_: str | None = Field(default=None, alias="from")
+    files: dict[str, str] = Field(default_factory=dict)  # filename → digest of an uploaded blob
+    adapters: dict[str, str] = Field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[ChatMessage] | None = None
+    modelfile: str | None = None
+    quantize: str | None = None
+    stream: bool = True
+
+    def target(self) -> str:
+        return self.model or self.name

@@ -52,7 +52,7 @@ def _params(
     stop = body.stop_list()
     if len(stop) > MAX_STOP:
         raise ValidationError("stop", stop, f"at most {MAX_STOP} stop sequences")
-    return SamplingParams.from_mapping(
+    params = SamplingParams.from_mapping(
         {
             # OpenAI's sampling is temperature + top_p only; Hearth's other cut-offs are off.
             "temperature": 1.0 if body.temperature is None else body.temperature,
@@ -69,6 +69,26 @@ def _params(
             "grammar": grammar,
         }
     )
+    return params.chosen(_chosen(body, max_tokens))
+
+
+_ALWAYS_CHOSEN = frozenset({"logit_bias", "logprobs", "grammar"})
+
+
+def _chosen(
+    body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None
+) -> frozenset[str]:
+    """What the request set itself; a model's Modelfile defaults fill in the rest."""
+    given = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "stop": body.stop,
+        "seed": body.seed,
+        "max_tokens": max_tokens,
+    }
+    return _ALWAYS_CHOSEN | {name for name, value in given.items() if value is not None}
 
 
 def tools_for_template(body: ChatCompletionRequest) -> list[dict[str, Any]] | None:
@@ -113,13 +133,17 @@ def tool_calls_message(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     content, calls = parse_tool_calls(text)
     wire = [
         {
-            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "id": tool_call_id(),
             "type": "function",
             "function": {"name": call.name, "arguments": call.arguments},
         }
         for call in calls
     ]
     return (content or None) if wire else text, wire
+
+
+def tool_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def chat_messages(body: ChatCompletionRequest) -> list[ChatMessage]:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM
 from hearth.engine.request import RequestOutput
+from hearth.engine.tool_stream import ContentDelta, ToolCallStart, ToolCallStream, ToolStreamEvent
 from hearth.errors import ValidationError
 from hearth.server.deps import (
     collect,
@@ -181,19 +182,28 @@ class _Reply:
         return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
 
     async def tool_chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
-        """With tools, an answer is held until it ends: only then can it be told apart from a
-        tool call. It is sent as one delta (content or tool calls) and the finish chunk."""
+        """With tools: content streams while the answer cannot be a call yet; a call streams as
+        its start (index, id, name) and then its argument text as the model writes it."""
         for index, generation in enumerate(self.generations):
-            outputs = await collect(generation, self._observe())
-            message, reason = self._message(_text(outputs), convert.finish_reason(outputs[-1]))
-            delta = dict(message)
-            if "tool_calls" in delta:
-                delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
-            for piece, finish in ((delta, None), ({}, reason)):
-                choice = {"index": index, "delta": piece, "logprobs": None, "finish_reason": finish}
-                yield self._envelope("chat.completion.chunk", [choice], usage=False)
+            parser = ToolCallStream()
+            outputs = stream_outputs(generation, self._observe())
+            async with aclosing(outputs):
+                yield self._chunk(index, {"role": "assistant", "content": ""}, None)
+                async for output in outputs:
+                    events = parser.feed(output.text)
+                    if output.finished:
+                        events += parser.finish()
+                    for event in events:
+                        yield self._chunk(index, _tool_delta(event), None)
+                    if output.finished:
+                        reason = "tool_calls" if parser.calls else convert.finish_reason(output)
+                        yield self._chunk(index, {}, reason)
         if include_usage:
             yield self._envelope("chat.completion.chunk", [], usage=True)
+
+    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return self._envelope("chat.completion.chunk", [choice], usage=False)
 
     async def completion_response(self) -> dict[str, Any]:
         choices = []
@@ -280,6 +290,22 @@ class _Reply:
         if generation.request.params.logprobs is None:
             return None
         return convert.completion_logprobs(generation.request.logprobs, self.token_text)
+
+
+def _tool_delta(event: ToolStreamEvent) -> dict[str, Any]:
+    """One stream event as a chat delta (a call's first delta carries its new id)."""
+    if isinstance(event, ContentDelta):
+        return {"content": event.text}
+    if isinstance(event, ToolCallStart):
+        call = {"name": event.name, "arguments": ""}
+        first = {
+            "index": event.index,
+            "id": convert.tool_call_id(),
+            "type": "function",
+            "function": call,
+        }
+        return {"tool_calls": [first]}
+    return {"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]}
 
 
 def _text(outputs: list[RequestOutput]) -> str:

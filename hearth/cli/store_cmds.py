@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from hearth.cli.console import byte_progress, out
 from hearth.cli.integrity_cmds import import_bundle_file
+from hearth.cli.remote import running_server
 from hearth.config import get_settings
 from hearth.errors import InvalidNameError
-from hearth.modelfile.render import render_modelfile, render_parameters
-from hearth.store import LocalModel, MediaType, Store
-from hearth.store.profile import ModelProfile
+from hearth.server.ollama.convert import show_response
+from hearth.store import Store
 
 
 def open_store() -> Store:
@@ -32,7 +32,16 @@ def pull(
         bool, typer.Option("--insecure", help="Plain HTTP for a registry (loopback always is)")
     ] = False,
 ) -> None:
-    """Download a model into the store (catalogue, Hugging Face or an OCI registry)."""
+    """Download a model into the store (catalogue, Hugging Face or an OCI registry); into a
+    running server's store when one answers on HEARTH_HOST."""
+    with running_server() as client:
+        if client is not None:
+            with byte_progress(f"pulling {name}") as progress:
+                for update in client.pull(name, insecure=insecure):
+                    if update.completed is not None:
+                        progress(update.completed, update.total)
+            out.print(f"pulled {name}")
+            return
     with byte_progress(f"pulling {name}") as progress:
         model = open_store().pull(name, progress=progress, insecure=insecure)
     out.print(f"pulled {model.name} ({human_size(model.size)}, id {model.short_id})")
@@ -66,20 +75,35 @@ def import_model(
 
 
 def list_models() -> None:
-    """List the models in the store."""
+    """List the models in the store (a running server's, when one answers)."""
+    with running_server() as client:
+        if client is not None:
+            rows = [
+                (m.name, m.digest[:12], m.size, m.quantization, _parse_time(m.modified_at))
+                for m in client.models()
+            ]
+            _print_models(rows)
+            return
+    rows = [
+        (str(m.name), m.short_id, m.size, m.info.quantization, m.modified)
+        for m in open_store().list()
+    ]
+    _print_models(rows)
+
+
+def _print_models(rows: list[tuple[str, str, int, str, datetime]]) -> None:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("NAME", "ID", "SIZE", "QUANT", "MODIFIED"):
         table.add_column(column, no_wrap=True)
     now = datetime.now(UTC)
-    for model in open_store().list():
-        table.add_row(
-            str(model.name),
-            model.short_id,
-            human_size(model.size),
-            model.info.quantization,
-            relative_time(model.modified, now),
-        )
+    for name, short_id, size, quantization, modified in rows:
+        table.add_row(name, short_id, human_size(size), quantization, relative_time(modified, now))
     out.print(table)
+
+
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def show(
@@ -90,26 +114,48 @@ def show(
     ] = False,
 ) -> None:
     """Show a model's details (or its license text, or its Modelfile)."""
+    with running_server() as client:
+        if client is not None:
+            _print_shown(client.show(name), license=license, modelfile=modelfile)
+            return
     store = open_store()
-    model = store.resolve(name)
+    _print_shown(show_response(store, store.resolve(name)), license=license, modelfile=modelfile)
+
+
+def _print_shown(shown: dict[str, Any], *, license: bool, modelfile: bool) -> None:
     if license:
-        _print_license(store, model)
-        return
-    profile = store.profile(model)
-    if modelfile:
-        text = render_modelfile(model, profile, store.licenses(model))
-        out.print(text, end="", markup=False, highlight=False, emoji=False)
-        return
-    for label, value in _details(model) + _profile_details(profile):
-        out.print(f"  {label:<16}{value}", soft_wrap=True, markup=False, emoji=False)
+        _plain(shown.get("license") or _no_license(shown["model_info"]))
+    elif modelfile:
+        _plain(shown["modelfile"], end="")
+    else:
+        for label, value in _details(shown) + _profile_details(shown):
+            _plain(f"  {label:<16}{value}")
+
+
+def _plain(text: str, end: str = "\n") -> None:
+    # No markup: model texts (licenses, prompts) are untrusted and may contain [brackets].
+    out.print(text, end=end, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _no_license(info: dict[str, Any]) -> str:
+    license_id = info.get("hearth.license_id")
+    hint = f" (license id: {license_id})" if license_id else ""
+    return f"{info['hearth.name']} has no license text in the store{hint}"
 
 
 def rm(names: Annotated[list[str], typer.Argument(help="Model names")]) -> None:
     """Remove models; blobs no other model uses are deleted.
 
-    A running server that has the model loaded finishes its requests in flight (it keeps its
-    mapping of the file) and answers 404 for new ones; DELETE /api/delete unloads it first.
+    Through a running server (when one answers) a loaded model is unloaded first, and a model
+    in use is refused. Without one, a server elsewhere that has the model loaded finishes its
+    requests in flight (it keeps its mapping of the file) and answers 404 for new ones.
     """
+    with running_server() as client:
+        if client is not None:
+            for name in names:
+                client.delete(name)
+                out.print(f"deleted {name}")
+            return
     store = open_store()
     for name in names:
         freed = store.remove(name)
@@ -121,57 +167,53 @@ def cp(
     dst: Annotated[str, typer.Argument(help="New name")],
 ) -> None:
     """Copy a model to a new name (no data is copied: both names share the blobs)."""
+    with running_server() as client:
+        if client is not None:
+            client.copy(src, dst)
+            out.print(f"copied {src} to {dst}")
+            return
     model = open_store().copy(src, dst)
     out.print(f"copied {src} to {model.name}")
 
 
-def _details(model: LocalModel) -> list[tuple[str, str]]:
-    info = model.info
-    context = f"{info.context_length:,}" if info.context_length else "unknown"
+def _details(shown: dict[str, Any]) -> list[tuple[str, str]]:
+    info = shown["model_info"]
+    architecture = info["general.architecture"]
+    context = info.get(f"{architecture}.context_length")
     return [
-        ("name", str(model.name)),
-        ("architecture", info.architecture),
-        ("parameters", format_parameters(info.parameter_count)),
-        ("quantization", info.quantization),
-        ("context length", context),
-        ("license", info.license_id or "unknown"),
-        ("chat template", "yes" if info.has_template else "none (base model)"),
-        ("digest", model.manifest_digest),
-        ("size", human_size(model.size)),
-        ("source", info.source),
+        ("name", info["hearth.name"]),
+        ("architecture", architecture),
+        ("parameters", format_parameters(info["general.parameter_count"])),
+        ("quantization", info["hearth.quantization"]),
+        ("context length", f"{context:,}" if context else "unknown"),
+        ("license", info["hearth.license_id"] or "unknown"),
+        ("chat template", "yes" if info["hearth.has_template"] else "none (base model)"),
+        ("digest", info["hearth.digest"]),
+        ("size", human_size(info["hearth.size"])),
+        ("source", info["hearth.source"]),
     ]
 
 
-def _profile_details(profile: ModelProfile) -> list[tuple[str, str]]:
+def _profile_details(shown: dict[str, Any]) -> list[tuple[str, str]]:
     """What ``hearth create`` added, one line each."""
     rows = []
-    if profile.system is not None:
-        rows.append(("system", _one_line(profile.system)))
-    if profile.template is not None:
+    if shown["system"]:
+        rows.append(("system", _one_line(shown["system"])))
+    if shown["template"]:
         rows.append(("template", "custom (TEMPLATE)"))
-    if profile.parameters:
-        rows.append(("parameters", render_parameters(profile.parameters).replace("\n", "; ")))
-    if profile.messages:
-        rows.append(("messages", f"{len(profile.messages)} before each conversation"))
-    if profile.adapters:
-        rows.append(("adapters", ", ".join(path.name[:19] for path in profile.adapters)))
+    if shown["parameters"]:
+        rows.append(("parameters", shown["parameters"].replace("\n", "; ")))
+    if shown["messages"]:
+        rows.append(("messages", f"{len(shown['messages'])} before each conversation"))
+    adapters = shown["model_info"]["hearth.adapters"]
+    if adapters:
+        rows.append(("adapters", ", ".join(name[:19] for name in adapters)))
     return rows
 
 
 def _one_line(text: str, limit: int = 60) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _print_license(store: Store, model: LocalModel) -> None:
-    text = store.read_layer(model, MediaType.LICENSE)
-    if text is None:
-        license_id = model.info.license_id
-        hint = f" (license id: {license_id})" if license_id else ""
-        out.print(f"{model.name} has no license text in the store{hint}")
-        return
-    # Plain print, no markup: license text is untrusted and may contain [brackets].
-    out.print(text.decode("utf-8", errors="replace"), markup=False, highlight=False, emoji=False)
 
 
 def human_size(size: int) -> str:

@@ -83,9 +83,11 @@ def _chunk_log_probs(logits: np.ndarray, chunk: list[int]) -> np.ndarray:
     """Log-probabilities of the second half of ``chunk``; row i of ``logits`` follows the BOS
     and the first i tokens, so it predicts ``chunk[i]``."""
     first = len(chunk) // 2
-    rows = logits[first:].astype(np.float64)
+    rows = logits[first:]
     targets = np.asarray(chunk[first:])
-    peak = rows.max(axis=1)
-    log_norm = peak + np.log(np.exp(rows - peak[:, None]).sum(axis=1))
+    peak = rows.max(axis=1).astype(np.float64)
+    # exp in float32 (a 262k-token vocabulary makes float64 copies slow), summed in float64
+    sums = np.exp(rows - peak[:, None].astype(np.float32)).sum(axis=1, dtype=np.float64)
+    log_norm = peak + np.log(sums)
     chosen: np.ndarray = rows[np.arange(len(targets)), targets] - log_norm
     return chosen

@@ -103,7 +103,11 @@ def quantize_gguf(
         )
     del keep_alive  # llama.cpp copied the importance matrix; it may be freed now
     if status != 0:
+        target.unlink(missing_ok=True)  # whatever llama.cpp wrote before it gave up
         raise QuantizationError(f"llama.cpp could not quantize {source.name}: {_reason(lines)}")
+    if lines.failure is not None:  # the progress callback raised (say, Ctrl-C in a UI)
+        target.unlink(missing_ok=True)
+        raise lines.failure
     _fsync(target)  # the store adopts it by renaming: it must be on disk first
 
 
@@ -172,20 +176,30 @@ _log_lock = threading.Lock()  # one quantization at a time owns llama.cpp's (glo
 _silent_callback: object = None
 
 
+class _LogTail(deque[str]):
+    """The last lines llama.cpp logged, and an exception the progress callback raised."""
+
+    failure: BaseException | None = None
+
+
 @contextmanager
-def _capture_log(progress: TensorProgress | None) -> Iterator[deque[str]]:
+def _capture_log(progress: TensorProgress | None) -> Iterator[_LogTail]:
     """Route llama.cpp's log to progress updates and a short tail, then silence it again."""
     import llama_cpp
 
-    lines: deque[str] = deque(maxlen=_LOG_LINES_KEPT)
+    lines = _LogTail(maxlen=_LOG_LINES_KEPT)
 
     def on_log(level: int, text: bytes | None, user_data: ctypes.c_void_p) -> None:
         line = (text or b"").decode("utf-8", errors="replace")
         if line.strip():
             lines.append(line.strip())
         match = _TENSOR_LINE.match(line.lstrip())
-        if match is not None and progress is not None:
+        if match is None or progress is None or lines.failure is not None:
+            return
+        try:  # an exception must not escape into C: keep it and raise it after the call
             progress(int(match.group(1)), int(match.group(2)))
+        except BaseException as error:
+            lines.failure = error
 
     callback = llama_cpp.llama_log_callback(on_log)
     with _log_lock:
@@ -196,7 +210,7 @@ def _capture_log(progress: TensorProgress | None) -> Iterator[deque[str]]:
             silence_llama_log()
 
 
-def _reason(lines: deque[str]) -> str:
+def _reason(lines: _LogTail) -> str:
     for line in reversed(lines):
         if "failed" in line or "error" in line.lower() or "requires" in line:
             return line

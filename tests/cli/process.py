@@ -11,7 +11,15 @@ HEARTH = str(Path(sys.executable).with_name("hearth"))
 
 
 def hearth_env(home: Path) -> dict[str, str]:
-    return {**os.environ, "HEARTH_HOME": str(home), "HEARTH_THREADS": "2", "COLUMNS": "200"}
+    # HEARTH_HOST on a port nothing serves: commands work on HEARTH_HOME, not on whatever
+    # server happens to run on this machine (tests that want one pass its address).
+    return {
+        **os.environ,
+        "HEARTH_HOME": str(home),
+        "HEARTH_HOST": "127.0.0.1:9",
+        "HEARTH_THREADS": "2",
+        "COLUMNS": "200",
+    }
 
 
 def run_hearth(

@@ -9,6 +9,7 @@ import pytest
 
 from hearth.engine.llm import LLM, EngineConfig
 from hearth.engine.sampling import SamplingParams
+from hearth.engine.templates import ChatMessage
 from hearth.store import Store
 from tests.cli.process import run_hearth
 from tests.server.live_server import live_server, server_settings
@@ -30,7 +31,9 @@ def test_run_uses_the_running_server_and_leaves_the_model_loaded(server: tuple[P
     home, host = server
     model = Store(server_settings(home)).resolve("gemma3:270m")
     with LLM(model.model_path, EngineConfig(context=1024, max_seqs=1, threads=2)) as llm:
-        expected = llm.complete(PROMPT, SamplingParams(temperature=0, max_tokens=12)).text()
+        # As in-process: the prompt is one user turn through the chat template.
+        turn = [ChatMessage("user", PROMPT)]
+        expected = llm.chat(turn, SamplingParams(temperature=0, max_tokens=12)).text()
     args = ("run", "gemma3:270m", PROMPT, "--temperature", "0", "--max-tokens", "12")
     result = run_hearth(home, *args, env={"HEARTH_HOST": host})
     assert result.returncode == 0, result.stderr

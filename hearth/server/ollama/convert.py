@@ -13,9 +13,10 @@ from hearth.engine.templates import ChatMessage
 from hearth.engine.tool_stream import ContentDelta, ToolCallStart, ToolCallStream, ToolStreamEvent
 from hearth.errors import ValidationError
 from hearth.log import get_logger
+from hearth.modelfile.render import render_modelfile, render_parameters
 from hearth.server.ollama.schemas import ChatMessage as WireMessage
 from hearth.server.ollama.schemas import ChatRequest, GenerateRequest, Options
-from hearth.store import LocalModel
+from hearth.store import LocalModel, Store
 
 log = get_logger(__name__)
 
@@ -137,6 +138,38 @@ def details(model: LocalModel) -> dict[str, Any]:
         "families": [info.architecture],
         "parameter_size": _parameter_size(info.parameter_count),
         "quantization_level": info.quantization,
+    }
+
+
+def show_response(store: Store, model: LocalModel) -> dict[str, Any]:
+    """``/api/show``'s answer; ``hearth show`` prints the same, local or through a server."""
+    profile = store.profile(model)
+    licenses = store.licenses(model)
+    info = model.info
+    return {
+        "license": "\n\n".join(licenses),
+        "modelfile": render_modelfile(model, profile, licenses),
+        "parameters": render_parameters(profile.parameters),
+        "template": profile.template or "",
+        "system": profile.system or "",
+        "messages": [{"role": role, "content": text} for role, text in profile.messages],
+        "details": details(model),
+        "model_info": {
+            "general.architecture": info.architecture,
+            "general.parameter_count": info.parameter_count,
+            f"{info.architecture}.context_length": info.context_length,
+            # Hearth's own keys (Ollama's model_info is open-ended).
+            "hearth.name": str(model.name),
+            "hearth.quantization": info.quantization,
+            "hearth.license_id": info.license_id,
+            "hearth.has_template": info.has_template,
+            "hearth.digest": model.manifest_digest,
+            "hearth.size": model.size,
+            "hearth.source": info.source,
+            "hearth.adapters": [path.name for path in profile.adapters],
+        },
+        "capabilities": ["completion"],
+        "modified_at": model.modified.isoformat(),
     }
 
 

@@ -4,6 +4,7 @@ version, pull, copy, delete."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -16,7 +17,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
-from hearth.modelfile.render import render_modelfile, render_parameters
 from hearth.server.deps import (
     embed_texts,
     lease_and_start,
@@ -215,26 +215,7 @@ async def tags(request: Request) -> dict[str, Any]:
 @router.post("/show")
 async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
     store = manager_of(request).store
-    model = store.resolve(body.target())
-    profile = store.profile(model)
-    licenses = store.licenses(model)
-    info = model.info
-    return {
-        "license": "\n\n".join(licenses),
-        "modelfile": render_modelfile(model, profile, licenses),
-        "parameters": render_parameters(profile.parameters),
-        "template": profile.template or "",
-        "system": profile.system or "",
-        "messages": [{"role": role, "content": text} for role, text in profile.messages],
-        "details": convert.details(model),
-        "model_info": {
-            "general.architecture": info.architecture,
-            "general.parameter_count": info.parameter_count,
-            f"{info.architecture}.context_length": info.context_length,
-        },
-        "capabilities": ["completion"],
-        "modified_at": model.modified.isoformat(),
-    }
+    return convert.show_response(store, store.resolve(body.target()))
 
 
 @router.get("/ps")
@@ -277,7 +258,8 @@ async def pull(body: ModelRequest, request: Request) -> Any:
         line = {"status": f"pulling {name}", "completed": done, "total": total or done}
         loop.call_soon_threadsafe(progress.put_nowait, line)
 
-    task = asyncio.ensure_future(asyncio.to_thread(store.pull, name, report))
+    pulling = functools.partial(store.pull, name, report, insecure=body.insecure)
+    task = asyncio.ensure_future(asyncio.to_thread(pulling))
     task.add_done_callback(lambda _: loop.call_soon_threadsafe(progress.put_nowait, None))
     if not body.stream:
         await task

@@ -69,6 +69,7 @@ class ModelRequest(_Wire):
     model: str = Field(default="", alias="model")
     name: str = ""  # older clients send "name"
     stream: bool = True
+    insecure: bool = False  # /api/pull: plain HTTP to a registry that is not on loopback
 
     def target(self) -> str:
         return self.model or self.name

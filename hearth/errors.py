@@ -22,6 +22,9 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     ├── AuthenticationError         no API key, or an unknown, revoked or expired one (HTTP 401)
     ├── PermissionDeniedError       a valid API key that may not use this model (HTTP 403)
     ├── DatabaseError               the keys/usage database cannot be reached or used
+    ├── FinetuneError               a fine-tune cannot start, continue or be registered (says why)
+    │   ├── DatasetError            training data has bad lines (each listed with its number)
+    │   └── JobNotFoundError        no fine-tuning job by that id
     └── EngineError                 the inference engine failed
         ├── ModelLoadError          llama.cpp refused the model file
         ├── ContextOverflowError    the prompt does not fit the context window
@@ -117,6 +120,25 @@ class PermissionDeniedError(HearthError):
 
 class DatabaseError(HearthError):
     """The database (HEARTH_DATABASE_URL) is unreachable or refused an operation."""
+
+
+class FinetuneError(HearthError):
+    """A fine-tune cannot start, continue or be registered; the message says why."""
+
+
+class DatasetError(FinetuneError, ValueError):
+    """Training or evaluation data is unusable; ``problems`` lists each bad line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        shown = "; ".join(problems[:20])
+        more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{source}: {len(problems)} bad example(s): {shown}{more}")
+
+
+class JobNotFoundError(FinetuneError):
+    pass
 
 
 class EngineError(HearthError):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 from hearth.config import Settings
 
 
 def configure_logging(settings: Settings) -> None:
-    handler = RichHandler(show_path=False, rich_tracebacks=False)
+    # Logs go to stderr: stdout carries answers and tables that scripts read.
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
     logging.basicConfig(level=settings.log_level, format="%(message)s", handlers=[handler])
 
 

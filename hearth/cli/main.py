@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 
 from hearth import __version__
-from hearth.cli import create_cmds, integrity_cmds, keys_cmds, registry_cmds, store_cmds
+from hearth.cli import (
+    create_cmds,
+    doctor_cmds,
+    integrity_cmds,
+    keys_cmds,
+    plan_cmds,
+    quantize_cmds,
+    registry_cmds,
+    store_cmds,
+)
 from hearth.cli import run as run_cmd
 from hearth.cli import serve as serve_cmd
 from hearth.cli.console import cli_errors, out
@@ -42,6 +51,9 @@ app.command("push")(cli_errors(registry_cmds.push))
 app.command("verify")(cli_errors(integrity_cmds.verify_models))
 app.command("gc")(cli_errors(integrity_cmds.gc))
 app.command("export")(cli_errors(integrity_cmds.export))
+app.command("quantize")(cli_errors(quantize_cmds.quantize))
+app.command("plan")(cli_errors(plan_cmds.plan))
+app.command("doctor")(cli_errors(doctor_cmds.doctor))
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 keys_app.command("create")(cli_errors(keys_cmds.create))

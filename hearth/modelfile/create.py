@@ -12,7 +12,7 @@ name. Licenses accumulate (a fine-tune stays under its base's terms).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,9 +43,14 @@ class _Base:
 
 
 def create_model(
-    store: Store, name: str, recipe: Recipe, status: Status | None = None
+    store: Store,
+    name: str,
+    recipe: Recipe,
+    status: Status | None = None,
+    extra_layers: Sequence[tuple[str, str]] = (),
 ) -> LocalModel:
-    """Create (or replace) the model ``name`` from ``recipe``; ``status`` hears each step."""
+    """Create (or replace) the model ``name`` from ``recipe``; ``status`` hears each step.
+    ``extra_layers`` are (media type, text) layers added as they are (a fine-tune's lineage)."""
     say = status or (lambda _message: None)
     say("reading the base model")
     base = _resolve_base(store, recipe)
@@ -59,6 +64,7 @@ def create_model(
         _check_adapter(adapter, architecture)
     with store.locked():
         layers = _layers(store, base, recipe, stored_params, say)
+        layers += [store.add_text_layer(kind, text) for kind, text in extra_layers]
         config = _new_config(store, base, recipe)
         say("writing manifest")
         model = store.commit(name, config, layers)

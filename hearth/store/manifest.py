@@ -37,8 +37,9 @@ class MediaType:
     MESSAGES = "application/vnd.hearth.model.messages+json"  # a Modelfile's MESSAGE history
     LICENSE = "application/vnd.hearth.model.license.txt"
     CARD = "application/vnd.hearth.model.card.md"  # a converted model's README.md
+    LINEAGE = "application/vnd.hearth.model.lineage+json"  # how a fine-tune was made
 
-    LAYERS = frozenset({MODEL, ADAPTER, TEMPLATE, PARAMS, SYSTEM, MESSAGES, LICENSE, CARD})
+    LAYERS = frozenset({MODEL, ADAPTER, TEMPLATE, PARAMS, SYSTEM, MESSAGES, LICENSE, CARD, LINEAGE})
 
 
 class _Invalid(ValueError):

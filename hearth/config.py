@@ -76,6 +76,18 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         " HEARTH_DOCKER_CONFIG.",
     ),
     EnvVar(
+        "HEARTH_FINETUNE_JOBS",
+        "1",
+        "Fine-tuning jobs that may train at once on this machine; more wait, queued (training"
+        " beside another job or a decoding model on the same cores slows both many times).",
+    ),
+    EnvVar(
+        "HEARTH_FINETUNE_THREADS",
+        "0",
+        "CPU threads a fine-tune trains with; 0 means torch's default (one per core). Set it"
+        " below the core count to leave cores to a server running beside it.",
+    ),
+    EnvVar(
         "HEARTH_DOCKER_CONFIG",
         "~/.docker/config.json",
         "Docker's config file; its `auths` entries (from `docker login`) are registry credentials.",
@@ -104,8 +116,11 @@ class Settings:
     shutdown_timeout: int = 30
     api_key: str = ""
     aliases: Mapping[str, str] = field(default_factory=dict)  # from hearth.toml [aliases]
+    policy: Mapping[str, object] = field(default_factory=dict)  # hearth.toml [policy], raw
     registry_auth: str = ""  # HEARTH_REGISTRY_AUTH
     docker_config: Path = Path("~/.docker/config.json")
+    finetune_jobs: int = 1  # HEARTH_FINETUNE_JOBS
+    finetune_threads: int = 0  # HEARTH_FINETUNE_THREADS; 0: torch's default
 
     @property
     def blobs_dir(self) -> Path:
@@ -147,8 +162,11 @@ class Settings:
             shutdown_timeout=_int(get, "HEARTH_SHUTDOWN_TIMEOUT", minimum=0),
             api_key=source.get("HEARTH_API_KEY", ""),
             aliases=load_aliases(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
+            policy=load_policy_table(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
             registry_auth=source.get("HEARTH_REGISTRY_AUTH", ""),
             docker_config=Path(get("HEARTH_DOCKER_CONFIG")).expanduser(),
+            finetune_jobs=_int(get, "HEARTH_FINETUNE_JOBS", minimum=1),
+            finetune_threads=_int(get, "HEARTH_FINETUNE_THREADS", minimum=0),
         )
 
 
@@ -158,18 +176,30 @@ CONFIG_FILE = "hearth.toml"
 def load_aliases(path: Path) -> dict[str, str]:
     """``[aliases]`` of hearth.toml: names applications use (say, a hosted model's) mapped to
     local models, so switching an application to Hearth only changes its base URL."""
-    if not path.is_file():
-        return {}
-    try:
-        document = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    aliases = document.get("aliases", {})
+    aliases = _read_toml(path).get("aliases", {})
     if not isinstance(aliases, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in aliases.items()
     ):
         raise ConfigError(f"{path}: [aliases] must map names to model names (strings)")
     return dict(aliases)
+
+
+def load_policy_table(path: Path) -> dict[str, object]:
+    """``[policy]`` of hearth.toml, unvalidated: hearth.license.Policy.from_table checks it."""
+    policy = _read_toml(path).get("policy", {})
+    if not isinstance(policy, dict):
+        raise ConfigError(f"{path}: [policy] must be a table")
+    return policy
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    """The document, {} when the file is absent; ConfigError with the line and column if bad."""
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
 
 
 def _int(get: _Getter, name: str, minimum: int) -> int:

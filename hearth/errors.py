@@ -21,6 +21,7 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     │   └── RegistryError           an OCI registry refused or failed a request (auth, 404, 5xx)
     ├── AuthenticationError         no API key, or an unknown, revoked or expired one (HTTP 401)
     ├── PermissionDeniedError       a valid API key that may not use this model (HTTP 403)
+    │   └── LicenseDeniedError      the license policy refuses a model (says which clause)
     ├── DatabaseError               the keys/usage database cannot be reached or used
     ├── FinetuneError               a fine-tune cannot start, continue or be registered (says why)
     │   ├── DatasetError            training data has bad lines (each listed with its number)
@@ -116,6 +117,11 @@ class AuthenticationError(HearthError):
 
 class PermissionDeniedError(HearthError):
     """The API key is valid but not allowed to do this (e.g. use this model)."""
+
+
+class LicenseDeniedError(PermissionDeniedError):
+    """The organisation's license policy (hearth.toml [policy]) refuses this model; the message
+    names the decision and the clause that decided it."""
 
 
 class DatabaseError(HearthError):

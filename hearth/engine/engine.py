@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hearth.engine.detokenizer import StreamingDetokenizer
-from hearth.engine.request import Request, RequestOutput, RequestStatus
+from hearth.engine.request import AdapterSet, Request, RequestOutput, RequestStatus
 from hearth.engine.sampling import MAX_SEED, SamplingParams
 from hearth.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from hearth.errors import ContextOverflowError, EngineOverloadedError, ValidationError
@@ -61,6 +61,7 @@ class EngineStats:
     prefix_hit_tokens: int
     preemptions: int
     finished: int
+    adapter_switches: int = 0  # steps that changed the adapter set from the step before
 
 
 class Engine:
@@ -115,6 +116,7 @@ class Engine:
             prefix_hit_tokens=cache.hit_tokens,
             preemptions=scheduler.preemptions,
             finished=self.finished,
+            adapter_switches=scheduler.adapter_switches,
         )
 
     def fail_all(self, error: BaseException) -> None:
@@ -271,8 +273,11 @@ class EngineThread:
         *,
         cache_key: str = "",
         timeout: float | None = None,
+        adapters: AdapterSet = (),
     ) -> Generation:
-        return self.submit_many(prompt_tokens, params, n=1, cache_key=cache_key, timeout=timeout)[0]
+        return self.submit_many(
+            prompt_tokens, params, n=1, cache_key=cache_key, timeout=timeout, adapters=adapters
+        )[0]
 
     def submit_many(
         self,
@@ -282,8 +287,10 @@ class EngineThread:
         n: int,
         cache_key: str = "",
         timeout: float | None = None,
+        adapters: AdapterSet = (),
     ) -> list[Generation]:
-        """``n`` completions of one prompt; they share its KV cells instead of recomputing them.
+        """``n`` completions of one prompt, computed with ``adapters`` (LoRA files); they share
+        its KV cells instead of recomputing them.
 
         Raises ValidationError or ContextOverflowError for this request alone, and
         EngineOverloadedError ("queue full") when ``max_queue`` requests already wait."""
@@ -302,6 +309,7 @@ class EngineThread:
                     prompt_tokens=list(prompt_tokens),
                     params=params if i == 0 else params.updated(seed=seed),
                     cache_key=cache_key,
+                    adapters=adapters,
                     deadline=deadline,
                     follows=requests[0] if requests else None,
                 )

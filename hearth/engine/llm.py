@@ -1,98 +1,52 @@
-"""A loaded model ready to answer: runner + engine thread + tokenizer + chat template.
+"""A model ready to answer: a view of a loaded base model with the model's own profile.
 
-This is what the CLI (and later the server's model manager) holds. Prompts go in as text or
-chat messages; answers come back as :class:`Generation` handles streaming :class:`RequestOutput`.
+:class:`ModelView` is what the CLI and the server's routes hold: prompts go in as text or chat
+messages, through the model's chat template, system prompt and default parameters; answers come
+back as :class:`Generation` handles streaming :class:`RequestOutput`. Its requests carry the
+model's adapter set, so many fine-tunes of one base share one :class:`BaseModel`.
+:class:`LLM` is a view that loads a base of its own (``hearth run``, tests, benchmarks).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hearth.config import Settings
-from hearth.engine.engine import Engine, EngineStats, EngineThread, Generation
-from hearth.engine.runner import LlamaRunner, RunnerConfig
+from hearth.engine.base_model import BaseModel, EngineConfig
+from hearth.engine.engine import EngineStats, Generation
 from hearth.engine.sampling import SamplingParams
-from hearth.engine.scheduler import SchedulerConfig
-from hearth.engine.templates import ChatMessage, ChatTemplate
+from hearth.engine.templates import ChatMessage
 from hearth.errors import TemplateError
-from hearth.modelfile.params import apply_defaults, context_length, sampling_defaults
+from hearth.modelfile.params import apply_defaults, sampling_defaults
 from hearth.store.profile import ModelProfile
 
-
-@dataclass(frozen=True)
-class EngineConfig:
-    context: int = 4096  # tokens per sequence, capped by the model
-    max_seqs: int = 1
-    batch: int = 512
-    threads: int = 2
-    llama_log: bool = False
-    cache_seqs: int = 0  # finished sequences kept for prefix reuse
-    max_queue: int = 256  # requests waiting beyond max_seqs before "queue full"
-    kv_cells: int | None = None  # default: context × (max_seqs + cache_seqs)
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, max_seqs: int | None = None, cache_seqs: int | None = None
-    ) -> EngineConfig:
-        return cls(
-            context=settings.context,
-            max_seqs=max_seqs or settings.max_seqs,
-            batch=settings.batch,
-            threads=settings.effective_threads,
-            llama_log=settings.llama_log,
-            cache_seqs=settings.cache_seqs if cache_seqs is None else cache_seqs,
-            max_queue=settings.max_queue,
-        )
-
-    def for_profile(self, profile: ModelProfile) -> EngineConfig:
-        """This config with the model's own ``num_ctx`` (Modelfile PARAMETER), if it sets one."""
-        context = context_length(profile.parameters)
-        return self if context is None else replace(self, context=context)
+__all__ = ["LLM", "BaseModel", "EngineConfig", "ModelView", "tools_preamble"]
 
 
-class LLM:
-    """A loaded model. ``profile`` (from ``hearth create``) adds adapters, a chat template, a
-    system prompt, leading messages and default sampling parameters to every request."""
+class ModelView:
+    """One model of a loaded base. ``profile`` (from ``hearth create``) adds adapters, a chat
+    template, a system prompt, leading messages and default sampling parameters to every
+    request. Creating a view loads its adapters (ModelLoadError if one does not fit the base);
+    :meth:`release` lets them go."""
 
-    def __init__(
-        self, model_path: Path, config: EngineConfig, profile: ModelProfile | None = None
-    ) -> None:
+    def __init__(self, base: BaseModel, profile: ModelProfile | None = None) -> None:
+        self.base = base
         self.profile = profile or ModelProfile()
+        self.adapters = self.profile.adapters
         self._defaults = sampling_defaults(self.profile.parameters)
-        runner = LlamaRunner(
-            model_path,
-            RunnerConfig(
-                n_ctx_per_seq=config.context,
-                n_seq_max=config.max_seqs + config.cache_seqs,
-                n_batch=config.batch,
-                n_threads=config.threads,
-                llama_log=config.llama_log,
-                n_cells=config.kv_cells,
-                swa_full=config.cache_seqs > 0,
-                adapters=self.profile.adapters,
-            ),
-        )
-        self.tokenizer = runner.tokenizer
-        self.context_length = runner.n_ctx_per_seq
-        self.chat_template = _load_template(runner, self.profile.template)
-        scheduler = SchedulerConfig(
-            max_seqs=config.max_seqs,
-            token_budget=config.batch,
-            max_context=runner.n_ctx_per_seq,
-            kv_cells=runner.n_cells,
-            cache_seqs=config.cache_seqs,
-        )
-        self._thread = EngineThread(Engine(runner, scheduler), max_queue=config.max_queue)
+        self.tokenizer = base.tokenizer
+        self.context_length = base.context_length
+        self.chat_template = base.chat_template(self.profile.template)
+        base.retain_adapters(self.adapters)
+        self._released = False
 
-    def __enter__(self) -> LLM:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def release(self) -> None:
+        """Give up this view's hold on its adapters (requests in flight keep their own)."""
+        if not self._released:
+            self._released = True
+            self.base.release_adapters(self.adapters)
 
     def complete(
         self,
@@ -103,31 +57,24 @@ class LLM:
         timeout: float | None = None,
     ) -> Generation:
         tokens = self.tokenizer.tokenize(prompt)
-        return self._thread.submit(
-            tokens, self.with_defaults(params), cache_key=cache_key, timeout=timeout
-        )
+        return self.generate(tokens, params, cache_key=cache_key, timeout=timeout)[0]
 
     def complete_many(
         self, prompt: str, params: SamplingParams, n: int, *, cache_key: str = ""
     ) -> list[Generation]:
-        tokens = self.tokenizer.tokenize(prompt)
-        return self._thread.submit_many(
-            tokens, self.with_defaults(params), n=n, cache_key=cache_key
-        )
+        return self.generate(self.tokenizer.tokenize(prompt), params, n=n, cache_key=cache_key)
 
     def chat(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, cache_key: str = ""
     ) -> Generation:
-        return self._thread.submit(
-            self.conversation_tokens(messages), self.with_defaults(params), cache_key=cache_key
-        )
+        return self.generate(self.conversation_tokens(messages), params, cache_key=cache_key)[0]
 
     def stats(self) -> EngineStats:
-        return self._thread.stats()
+        return self.base.stats()
 
     @property
     def alive(self) -> bool:
-        return self._thread.alive
+        return self.base.alive
 
     def generate(
         self,
@@ -139,8 +86,13 @@ class LLM:
         timeout: float | None = None,
     ) -> list[Generation]:
         """``n`` completions of an already tokenized prompt."""
-        return self._thread.submit_many(
-            tokens, self.with_defaults(params), n=n, cache_key=cache_key, timeout=timeout
+        return self.base.submit(
+            tokens,
+            self.with_defaults(params),
+            n=n,
+            adapters=self.adapters,
+            cache_key=cache_key,
+            timeout=timeout,
         )
 
     def with_defaults(self, params: SamplingParams) -> SamplingParams:
@@ -193,8 +145,28 @@ class LLM:
         add_bos = not (bos_text and text.startswith(bos_text))
         return self.tokenizer.tokenize(text, add_special=add_bos, parse_special=True)
 
+
+class LLM(ModelView):
+    """A view on a base model of its own: loads ``model_path`` and frees it on :meth:`close`."""
+
+    def __init__(
+        self, model_path: Path, config: EngineConfig, profile: ModelProfile | None = None
+    ) -> None:
+        base = BaseModel(model_path, config)
+        try:
+            super().__init__(base, profile)
+        except BaseException:
+            base.close()
+            raise
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        self._thread.close()
+        self.base.close()
 
 
 def tools_preamble(tools: list[dict[str, Any]]) -> str:
@@ -203,16 +175,4 @@ def tools_preamble(tools: list[dict[str, Any]]) -> str:
     return (
         "You may call these tools. To call one, answer with"
         ' <tool_call>{"name": ..., "arguments": {...}}</tool_call>\n' + listing
-    )
-
-
-def _load_template(runner: LlamaRunner, override: str | None) -> ChatTemplate | None:
-    source = override or runner.chat_template()
-    if not source:
-        return None
-    tokenizer = runner.tokenizer
-    return ChatTemplate(
-        source,
-        bos_token=tokenizer.token_text(tokenizer.bos),
-        eos_token=tokenizer.token_text(tokenizer.eos),
     )

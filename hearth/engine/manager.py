@@ -4,11 +4,19 @@ A server answers for many models but a machine holds only some of them. :class:`
 loads a model on its first request, keeps it while requests use it and for a keep-alive
 afterwards, and unloads idle models, least recently used first, when a new one needs room.
 
-Memory: every model is charged its :func:`estimate_memory` (weights + KV cache + compute
-buffers + overhead) before it loads, against ``HEARTH_MAX_MEMORY`` (default half the RAM). A
-model that does not fit even after every idle model is unloaded is refused with
-:class:`InsufficientMemoryError`: models in use are never unloaded. A model being loaded counts
-as in use, so its memory is reserved from the moment the manager decides to load it.
+Models that share a base share its load: a :class:`BaseModel` is loaded once per model file and
+engine config (the context a Modelfile's ``num_ctx`` sets is part of it), and every model name
+on it (the base itself, Modelfile variants, fine-tuned adapters) is a :class:`ModelView` of it
+with its own profile and adapter set (see docs/ADAPTERS.md). A name's view opens on its first
+request (loading its adapters, milliseconds) and closes when its keep-alive runs out (freeing
+adapters nobody else uses); the base unloads when its last view has closed.
+
+Memory: every base is charged its :func:`estimate_memory` (weights + KV cache + compute
+buffers + overhead), plus the files of the adapters its views use, before it loads, against
+``HEARTH_MAX_MEMORY`` (default half the RAM). A model that does not fit even after every idle
+model is unloaded is refused with :class:`InsufficientMemoryError`: models in use are never
+unloaded. A model being loaded counts as in use, so its memory is reserved from the moment the
+manager decides to load it.
 
 Keep-alive, as in Ollama: each request may give ``keep_alive`` (seconds; 0 unloads as soon as
 the model is idle, negative or ``math.inf`` keeps it forever); a request without one resets the
@@ -37,21 +45,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from hearth.config import Settings
+from hearth.engine.base_model import BaseModel, EngineConfig
 from hearth.engine.engine import EngineStats
-from hearth.engine.llm import LLM, EngineConfig
+from hearth.engine.llm import ModelView
 from hearth.engine.memory import MemoryEstimate, estimate_memory
+from hearth.engine.slots import BaseSlot, ModelEntry, Resident, choose_evictions
 from hearth.errors import EngineError, InsufficientMemoryError
 from hearth.log import get_logger
 from hearth.store.names import parse_name
 from hearth.store.profile import ModelProfile
 from hearth.store.store import LocalModel, Store
-from hearth.units import FOREVER, format_size, parse_keep_alive
+from hearth.units import format_size, parse_keep_alive
 
 __all__ = [
     "LoadedModelStatus",
@@ -66,89 +75,34 @@ __all__ = [
 
 log = get_logger(__name__)
 
-Loader = Callable[[Path, EngineConfig, ModelProfile], LLM]
+Loader = Callable[[Path, EngineConfig], BaseModel]
 Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class LoadedModelStatus:
-    """One loaded model, for ``hearth ps`` and ``/api/ps``."""
+    """One loaded model name, for ``hearth ps`` and ``/api/ps``. Names on the same base share
+    its memory: ``memory`` is the base's (with every adapter loaded on it), ``base`` says which."""
 
     name: str
     model: LocalModel  # as loaded: still described if removed from the store meanwhile
-    size_bytes: int  # the model (GGUF) file
-    memory: MemoryEstimate  # what the budget charges it
+    size_bytes: int  # the model (GGUF) file and this model's adapter files
+    memory: MemoryEstimate  # what the budget charges the base this model runs on
     context: int  # tokens per sequence
     slots: int  # sequences it decodes together
     active_requests: int
     idle_seconds: float  # 0 while in use
     expires_in: float | None  # seconds until unloaded; None while in use or kept forever
+    base: str = ""  # the loaded base (named after the model that loaded it)
+    adapters: tuple[Path, ...] = ()  # this model's LoRA adapter files
 
 
 @dataclass(frozen=True)
-class Resident:
-    """A model as the eviction choice sees it."""
-
-    name: str
-    memory: int
-    last_used: float
-    busy: bool  # in use or loading: never unloaded
-
-
-def choose_evictions(residents: Sequence[Resident], need: int, budget: int) -> list[str] | None:
-    """Idle models to unload, least recently used first, so that ``need`` more bytes fit.
-
-    Returns the fewest such names (an empty list when the model fits already), or None when
-    even unloading every idle model leaves too little room.
-    """
-    free = budget - sum(resident.memory for resident in residents)
-    victims: list[str] = []
-    idle = sorted((r for r in residents if not r.busy), key=lambda r: r.last_used)
-    for resident in idle:
-        if free >= need:
-            break
-        victims.append(resident.name)
-        free += resident.memory
-    return victims if free >= need else None
-
-
-class _Slot:
-    """A model that is loaded or loading. Mutable state is guarded by the manager's lock."""
-
-    def __init__(
-        self,
-        model: LocalModel,
-        profile: ModelProfile,
-        config: EngineConfig,
-        memory: MemoryEstimate,
-        now: float,
-    ) -> None:
-        self.model = model
-        self.profile = profile
-        self.config = config  # the manager's, with the model's own num_ctx
-        self.memory = memory
-        self.future: Future[LLM] = Future()  # done when the load succeeds or fails
-        self.llm: LLM | None = None  # set once loaded
-        self.active = 0  # users holding it (and waiting for its load)
-        self.last_used = now
-        self.keep_alive = 0.0  # seconds; FOREVER never expires
-
-    @property
-    def name(self) -> str:
-        return str(self.model.name)
-
-    def resident(self) -> Resident:
-        busy = self.active > 0 or self.llm is None
-        return Resident(self.name, self.memory.total, self.last_used, busy)
-
-    def expires_in(self, now: float) -> float | None:
-        if self.active > 0 or self.keep_alive == FOREVER:
-            return None
-        return max(0.0, self.last_used + self.keep_alive - now)
-
-    def expired(self, now: float) -> bool:
-        remaining = self.expires_in(now)
-        return self.llm is not None and remaining is not None and remaining <= 0
+class _CheckOut:
+    slot: BaseSlot
+    entry: ModelEntry
+    must_open: bool  # the entry is new: this caller opens its view
+    must_load: bool  # its base's slot is new too: this caller loads the base
 
 
 class ModelManager:
@@ -157,7 +111,7 @@ class ModelManager:
         store: Store,
         settings: Settings,
         *,
-        loader: Loader = LLM,
+        loader: Loader = BaseModel,
         clock: Clock = time.monotonic,
     ) -> None:
         self.budget = settings.max_memory
@@ -167,7 +121,7 @@ class ModelManager:
         self._loader = loader
         self._clock = clock
         self._lock = threading.Lock()
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[tuple[Path, EngineConfig], BaseSlot] = {}
         self._reserved: dict[str, int] = {}  # memory held outside the manager (embedders)
         # By blob path and context: a blob's content never changes.
         self._estimates: dict[tuple[Path, int], MemoryEstimate] = {}
@@ -184,33 +138,35 @@ class ModelManager:
     # Using models ------------------------------------------------------------------------------
 
     @contextmanager
-    def acquire(self, name: str, *, keep_alive: float | None = None) -> Iterator[LLM]:
-        """The loaded model ``name`` for the duration of the ``with`` block, loading it first.
+    def acquire(self, name: str, *, keep_alive: float | None = None) -> Iterator[ModelView]:
+        """The model ``name`` for the duration of the ``with`` block, loading it first (its
+        base, unless another model on the same base has loaded it, and its adapters).
 
         ``keep_alive``: seconds the model stays loaded once idle (see :func:`parse_keep_alive`);
         None means the default. Raises ModelNotFoundError, InsufficientMemoryError, or whatever
         the load raised (ModelLoadError).
         """
-        slot, must_load = self._check_out(name, keep_alive)
+        out = self._check_out(name, keep_alive)
+        entry = out.entry
         try:
-            if must_load:
-                self._load(slot)
-            llm = slot.future.result()
+            if out.must_open:
+                self._open(out.slot, entry, out.must_load)
+            view = entry.future.result()
         except BaseException:
-            self._release(slot)
+            self._release(entry)
             raise
         try:
-            yield llm
+            yield view
         finally:
-            self._release(slot)
+            self._release(entry)
 
     @property
     def store(self) -> Store:
         return self._store
 
     def estimate(self, model: LocalModel, config: EngineConfig | None = None) -> MemoryEstimate:
-        """What the budget charges ``model`` with this manager's engine settings (or
-        ``config``: the model's own, see :meth:`config_for`)."""
+        """What the budget charges ``model``'s base with this manager's engine settings (or
+        ``config``: the model's own, see :meth:`config_for`); its adapters come on top."""
         config = config or self.config
         key = (model.model_path, config.context)
         estimate = self._estimates.get(key)
@@ -228,38 +184,47 @@ class ModelManager:
         """Loaded models, most recently used first (models still loading are left out)."""
         with self._lock:
             now = self._clock()
-            slots = sorted(self._slots.values(), key=lambda slot: -slot.last_used)
-            return [
-                _status(slot, slot.llm, slot.config.max_seqs, now)
-                for slot in slots
-                if slot.llm is not None
+            statuses = [
+                (entry.last_used, _status(slot, entry, slot.base, now))
+                for slot in self._slots.values()
+                if slot.base is not None
+                for entry in slot.entries.values()
+                if entry.view is not None
             ]
+        return [status for _, status in sorted(statuses, key=lambda pair: -pair[0])]
 
     def dead_engines(self) -> list[str]:
         """Loaded models whose engine thread has died (readiness checks)."""
         with self._lock:
-            return [s.name for s in self._slots.values() if s.llm is not None and not s.llm.alive]
+            return [
+                name
+                for slot in self._slots.values()
+                if slot.base is not None and not slot.base.alive
+                for name in slot.entries
+            ]
 
     def engine_stats(self) -> list[tuple[str, EngineStats]]:
-        """Each loaded model's engine counters, for metrics."""
+        """Each loaded base's engine counters, for metrics (named after the model that loaded
+        it: the models on one base share one engine)."""
         with self._lock:
-            engines = [(slot.name, slot.llm) for slot in self._slots.values() if slot.llm]
-        return [(name, llm.stats()) for name, llm in engines]
+            engines = [(slot.label, slot.base) for slot in self._slots.values() if slot.base]
+        return [(label, base.stats()) for label, base in engines]
 
     def expire(self) -> list[str]:
-        """Unload idle models whose keep-alive has run out; return their names."""
+        """Close idle models whose keep-alive has run out; return their names."""
         with self._lock:
             return self._unload_expired(self._clock())
 
     def unload(self, name: str) -> bool:
         """Unload ``name`` as soon as it is idle: now, or when its last user releases it (what
-        Ollama does for a request with ``keep_alive: 0`` and no prompt). False if not loaded."""
+        Ollama does for a request with ``keep_alive: 0`` and no prompt). Its base stays while
+        other models use it. False if not loaded."""
         key = str(parse_name(name))
         with self._lock:
-            slot = self._slots.get(key)
-            if slot is None:
+            found = self._find(key)
+            if found is None:
                 return False
-            slot.keep_alive = 0.0
+            found[1].keep_alive = 0.0
             self._unload_expired(self._clock())
             return True
 
@@ -268,8 +233,8 @@ class ModelManager:
         (deleting a model through the server is refused while this is above 0)."""
         key = str(parse_name(name))
         with self._lock:
-            slot = self._slots.get(key)
-            return 0 if slot is None else slot.active
+            found = self._find(key)
+            return 0 if found is None else found[1].active
 
     def reserve(self, name: str, size: int) -> None:
         """Charge ``size`` bytes that ``name`` holds outside the manager (an embedding model) to
@@ -277,14 +242,8 @@ class ModelManager:
         fit. Reserved memory is never unloaded by the manager: :meth:`unreserve` frees it."""
         with self._lock:
             self._unload_expired(self._clock())
-            residents = self._residents()
-            victims = choose_evictions(residents, size, self.budget)
-            if victims is None:
-                memory = MemoryEstimate(weights=size, kv_cache=0, compute=0, overhead=0)
-                raise _insufficient(name, memory, self.budget, residents)
-            for victim in victims:
-                log.info("unloading %s to make room for %s", victim, name)
-                self._unload(self._slots[victim])
+            memory = MemoryEstimate(weights=size, kv_cache=0, compute=0, overhead=0)
+            self._make_room(name, memory)
             self._reserved[name] = size
 
     def unreserve(self, name: str) -> None:
@@ -308,109 +267,210 @@ class ModelManager:
         with self._lock:
             self._closed = True
             for slot in list(self._slots.values()):
-                if slot.llm is not None:  # a load in flight closes its model when it finishes
+                if slot.base is not None:  # a load in flight closes its model when it finishes
                     self._unload(slot)
 
-    # Internals ---------------------------------------------------------------------------------
+    # Internals: checking out -------------------------------------------------------------------
 
-    def _check_out(self, name: str, keep_alive: float | None) -> tuple[_Slot, bool]:
-        """Count one more user of ``name``'s slot, creating (and making room for) it if needed;
-        True means the caller must load it."""
+    def _check_out(self, name: str, keep_alive: float | None) -> _CheckOut:
+        """Count one more user of ``name``, creating its entry (and its base's slot, making room
+        for them) if needed; the caller must then open the entry (and load the base)."""
         model = self._store.resolve(name)
         profile = self._store.profile(model)
         config = self.config_for(profile)
         memory = self.estimate(model, config)
+        adapter_sizes = {path: path.stat().st_size for path in profile.adapters}
         seconds = self._keep_alive(keep_alive)
         with self._lock:
             if self._closed:
                 raise EngineError("the model manager is closed")
             now = self._clock()
             self._unload_expired(now)
-            slot = self._current_slot(model)
-            must_load = slot is None
-            if slot is None:
-                self._make_room(model, memory)
-                slot = _Slot(model, profile, config, memory, now)
-                self._slots[slot.name] = slot
-            slot.active += 1
-            slot.last_used = now
-            slot.keep_alive = seconds
-            return slot, must_load
+            found = self._current(model, (model.model_path, config))
+            must_open = found is None
+            must_load = False
+            if found is None:
+                must_load = (model.model_path, config) not in self._slots
+                found = self._add_entry(model, profile, config, memory, adapter_sizes, now)
+            slot, entry = found
+            entry.active += 1
+            entry.last_used = now
+            entry.keep_alive = seconds
+            return _CheckOut(slot, entry, must_open, must_load)
 
-    def _current_slot(self, model: LocalModel) -> _Slot | None:
-        """The slot for ``model``; an idle one holding an older version (re-pulled) is dropped."""
-        slot = self._slots.get(str(model.name))
-        if slot is None or slot.model.manifest_digest == model.manifest_digest:
-            return slot
-        if slot.resident().busy:
-            return slot  # requests in flight keep the old version until it is idle
-        self._unload(slot)
+    def _current(
+        self, model: LocalModel, key: tuple[Path, EngineConfig]
+    ) -> tuple[BaseSlot, ModelEntry] | None:
+        """The entry for ``model``'s name; an idle one holding an older version (re-pulled or
+        re-created) is closed."""
+        found = self._find(str(model.name))
+        if found is None:
+            return None
+        slot, entry = found
+        if entry.model.manifest_digest == model.manifest_digest or entry.busy:
+            return found  # requests in flight keep the old version until it is idle
+        self._close_entry(slot, entry)
+        if not slot.entries and slot.key != key:
+            self._unload(slot)
         return None
 
-    def _residents(self) -> list[Resident]:
-        models = [slot.resident() for slot in self._slots.values()]
+    def _add_entry(
+        self,
+        model: LocalModel,
+        profile: ModelProfile,
+        config: EngineConfig,
+        memory: MemoryEstimate,
+        adapter_sizes: dict[Path, int],
+        now: float,
+    ) -> tuple[BaseSlot, ModelEntry]:
+        key = (model.model_path, config)
+        slot = self._slots.get(key)
+        if slot is None:
+            adapters = sum(adapter_sizes.values())
+            needed = MemoryEstimate(
+                memory.weights + adapters, memory.kv_cache, memory.compute, memory.overhead
+            )
+            self._make_room(str(model.name), needed)
+            slot = BaseSlot(key, self._unique_label(str(model.name)), memory, now)
+            self._slots[key] = slot
+        else:
+            extra = slot.new_adapter_bytes(adapter_sizes)
+            if extra:
+                adapters_only = MemoryEstimate(weights=extra, kv_cache=0, compute=0, overhead=0)
+                self._make_room(str(model.name), adapters_only, keep=slot)
+        entry = ModelEntry(model, profile, adapter_sizes, now)
+        slot.entries[entry.name] = entry
+        return slot, entry
+
+    def _find(self, name: str) -> tuple[BaseSlot, ModelEntry] | None:
+        for slot in self._slots.values():
+            entry = slot.entries.get(name)
+            if entry is not None:
+                return slot, entry
+        return None
+
+    def _unique_label(self, name: str) -> str:
+        labels = {slot.label for slot in self._slots.values()}
+        label, n = name, 1
+        while label in labels:
+            n += 1
+            label = f"{name} ({n})"
+        return label
+
+    def _residents(self, keep: BaseSlot | None = None) -> list[Resident]:
+        models = [slot.resident(busy=slot is keep) for slot in self._slots.values()]
         held = [Resident(name, size, 0.0, busy=True) for name, size in self._reserved.items()]
         return models + held
 
-    def _make_room(self, model: LocalModel, memory: MemoryEstimate) -> None:
-        residents = self._residents()
+    def _make_room(self, name: str, memory: MemoryEstimate, keep: BaseSlot | None = None) -> None:
+        """Unload idle bases, least recently used first, until ``memory`` fits (``keep`` stays)."""
+        residents = self._residents(keep)
         victims = choose_evictions(residents, memory.total, self.budget)
         if victims is None:
-            raise _insufficient(str(model.name), memory, self.budget, residents)
+            raise _insufficient(name, memory, self.budget, residents)
+        by_label = {slot.label: slot for slot in self._slots.values()}
         for victim in victims:
-            log.info("unloading %s to make room for %s", victim, model.name)
-            self._unload(self._slots[victim])
+            log.info("unloading %s to make room for %s", victim, name)
+            self._unload(by_label[victim])
 
-    def _load(self, slot: _Slot) -> None:
-        """Load outside the lock; deliver the model or the error to every waiter."""
-        log.info("loading %s (%s)", slot.name, format_size(slot.memory.total))
+    # Internals: opening and closing --------------------------------------------------------------
+
+    def _open(self, slot: BaseSlot, entry: ModelEntry, must_load: bool) -> None:
+        """Load the base (when this caller created its slot), then open the entry's view,
+        outside the lock; deliver the view or the error to every waiter of the entry."""
         try:
-            llm = self._loader(slot.model.model_path, slot.config, slot.profile)
+            if must_load:
+                self._load(slot)
+            base = slot.future.result()
+            view = ModelView(base, entry.profile)  # loads its adapters (milliseconds)
         except BaseException as error:
             with self._lock:
-                self._forget(slot)  # not cached: the next request tries again
+                self._forget_entry(slot, entry)
+            entry.future.set_exception(error)
+            return
+        with self._lock:
+            opened = not self._closed and slot.entries.get(entry.name) is entry
+            if opened:
+                entry.view = view
+        if opened:
+            entry.future.set_result(view)
+        else:
+            view.release()
+            entry.future.set_exception(EngineError("the model manager closed during the load"))
+
+    def _load(self, slot: BaseSlot) -> None:
+        """Load the base outside the lock; deliver it or the error to the slot's waiters."""
+        log.info("loading %s (%s)", slot.label, format_size(slot.memory.total))
+        path, config = slot.key
+        try:
+            base = self._loader(path, config)
+        except BaseException as error:
+            with self._lock:
+                self._forget_slot(slot)  # not cached: the next request tries again
             slot.future.set_exception(error)
             return
         with self._lock:
             closed = self._closed
             if closed:
-                self._forget(slot)
+                self._forget_slot(slot)
             else:
-                slot.llm = llm
+                slot.base = base
         if closed:
-            llm.close()
+            base.close()
             slot.future.set_exception(EngineError("the model manager closed during the load"))
         else:
-            slot.future.set_result(llm)
+            slot.future.set_result(base)
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, entry: ModelEntry) -> None:
         with self._lock:
-            slot.active -= 1
+            entry.active -= 1
             now = self._clock()
-            slot.last_used = now
+            entry.last_used = now
             self._unload_expired(now)
 
     def _unload_expired(self, now: float) -> list[str]:
-        expired = [slot for slot in self._slots.values() if slot.expired(now)]
-        for slot in expired:
-            log.info("keep-alive of %s expired; unloading it", slot.name)
-            self._unload(slot)
-        return [slot.name for slot in expired]
+        """Close expired models; unload bases left with none."""
+        closed = []
+        for slot in list(self._slots.values()):
+            for entry in [e for e in slot.entries.values() if e.expired(now)]:
+                log.info("keep-alive of %s expired; unloading it", entry.name)
+                self._close_entry(slot, entry)
+                closed.append(entry.name)
+            if slot.base is not None and not slot.entries:
+                self._unload(slot)
+        return closed
 
-    def _unload(self, slot: _Slot) -> None:
-        """Close a loaded model; caller holds the lock."""
-        self._forget(slot)
-        if slot.llm is None:
+    def _close_entry(self, slot: BaseSlot, entry: ModelEntry) -> None:
+        """Drop a model from its base and let its adapters go; caller holds the lock."""
+        self._forget_entry(slot, entry)
+        if entry.view is not None:
+            try:
+                entry.view.release()  # frees adapters no other model or request uses
+            except Exception:
+                log.exception("releasing the adapters of %s failed", entry.name)
+            entry.view = None
+
+    def _unload(self, slot: BaseSlot) -> None:
+        """Close a loaded base and every model on it; caller holds the lock."""
+        self._forget_slot(slot)
+        for entry in list(slot.entries.values()):
+            entry.view = None  # the base frees their adapters with it
+        slot.entries.clear()
+        if slot.base is None:
             return
         try:
-            slot.llm.close()
+            slot.base.close()
         except Exception:
-            log.exception("closing %s failed", slot.name)
-        slot.llm = None
+            log.exception("closing %s failed", slot.label)
+        slot.base = None
 
-    def _forget(self, slot: _Slot) -> None:
-        if self._slots.get(slot.name) is slot:
-            del self._slots[slot.name]
+    def _forget_entry(self, slot: BaseSlot, entry: ModelEntry) -> None:
+        if slot.entries.get(entry.name) is entry:
+            del slot.entries[entry.name]
+
+    def _forget_slot(self, slot: BaseSlot) -> None:
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
 
     def _keep_alive(self, value: float | None) -> float:
         if value is None:
@@ -426,17 +486,19 @@ class ModelManager:
                 log.exception("unloading expired models failed")
 
 
-def _status(slot: _Slot, llm: LLM, max_seqs: int, now: float) -> LoadedModelStatus:
+def _status(slot: BaseSlot, entry: ModelEntry, base: BaseModel, now: float) -> LoadedModelStatus:
     return LoadedModelStatus(
-        name=slot.name,
-        model=slot.model,
-        size_bytes=slot.memory.weights,
-        memory=slot.memory,
-        context=llm.context_length,
-        slots=max_seqs,
-        active_requests=slot.active,
-        idle_seconds=0.0 if slot.active else max(0.0, now - slot.last_used),
-        expires_in=slot.expires_in(now),
+        name=entry.name,
+        model=entry.model,
+        size_bytes=slot.memory.weights + sum(entry.adapter_sizes.values()),
+        memory=slot.total_memory(),
+        context=base.context_length,
+        slots=slot.config.max_seqs,
+        active_requests=entry.active,
+        idle_seconds=0.0 if entry.active else max(0.0, now - entry.last_used),
+        expires_in=entry.expires_in(now),
+        base=slot.label,
+        adapters=entry.profile.adapters,
     )
 
 

@@ -8,8 +8,13 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hearth.engine.sampling import SamplingParams
+
+# LoRA adapter files applied (at scale 1) while a request is computed; () means the base alone.
+# llama.cpp applies adapters to a whole context, so one engine step serves one adapter set.
+AdapterSet = tuple[Path, ...]
 
 
 class RequestStatus(enum.IntEnum):
@@ -85,6 +90,7 @@ class Request:
     shared_tokens: int = 0  # computed tokens whose cells were copied from the prefix cache
     cached_tokens: int = 0  # prompt tokens served from the prefix cache (for usage reports)
     cache_key: str = ""  # tenant: prefixes are only shared between requests with the same key
+    adapters: AdapterSet = ()
     output_tokens: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     deadline: float | None = None  # monotonic time after which the engine aborts it
@@ -94,6 +100,15 @@ class Request:
     # Called (from the engine thread) after each output is queued: lets an asyncio consumer
     # wait on an event instead of parking a thread on the queue.
     notify: Callable[[], None] | None = None
+
+    @property
+    def prefix_scope(self) -> str:
+        """Who may share this request's cached prefixes: the same tenant with the same adapters
+        (an adapter changes the KV values, so cells computed under one set are wrong for
+        another)."""
+        if not self.adapters:
+            return self.cache_key
+        return "\0".join([self.cache_key, *map(str, self.adapters)])
 
     @property
     def all_tokens(self) -> list[int]:

@@ -4,12 +4,19 @@ A :class:`LlamaRunner` owns one model and one context. ``execute`` turns a
 :class:`SchedulerOutput` into one ``llama_decode`` over a ``llama_batch`` holding every scheduled
 token, with one ``seq_id`` per request, then samples each request that needs a token with its own
 llama.cpp sampler chain.
+
+LoRA adapters are loaded on the model when a first user retains them (a model view, a request)
+and freed when the last one releases them; before each decode the context gets the step's
+adapter set, only when it differs from the one it has (llama.cpp then re-reserves its compute
+graph, a few milliseconds). Every llama.cpp call on the model or the context runs under
+``DECODE_LOCK``, so loading or freeing an adapter never overlaps a decode.
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -17,7 +24,7 @@ from typing import Any, cast
 import llama_cpp
 import numpy as np
 
-from hearth.engine.request import Request, TokenLogprob
+from hearth.engine.request import AdapterSet, Request, TokenLogprob
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.scheduler import SchedulerOutput
 from hearth.errors import EngineError, ModelLoadError, ValidationError
@@ -37,7 +44,6 @@ class RunnerConfig:
     llama_log: bool = False
     n_cells: int | None = None  # KV cells in all; default n_ctx_per_seq × n_seq_max
     swa_full: bool = False  # full-size sliding-window cache: needed to reuse cached prefixes
-    adapters: tuple[Path, ...] = ()  # LoRA adapters (GGUF), applied to every sequence
 
 
 def _init_backend(llama_log: bool) -> None:
@@ -121,12 +127,17 @@ class LlamaRunner:
         self._closed = False
         self.n_cells = config.n_cells or self.n_ctx_per_seq * config.n_seq_max
         self._ctx = _new_context(self._model, config, self.n_cells)
-        _apply_adapters(self._model, self._ctx, config.adapters)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.tokenizer = LlamaTokenizer(self._vocab)
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._samplers: dict[int, llama_cpp.llama_sampler_p] = {}
+        self._request_adapters: dict[int, AdapterSet] = {}
+        self._adapters: dict[Path, llama_cpp.llama_adapter_lora_p] = {}  # loaded, by file
+        self._adapter_users: Counter[Path] = Counter()
+        self._adapter_lock = threading.Lock()  # guards the two above; taken before DECODE_LOCK
+        self._active_adapters: AdapterSet = ()  # what the context applies (under DECODE_LOCK)
+        self.adapter_switches = 0
 
     # -- metadata -------------------------------------------------------------------------------
 
@@ -142,17 +153,79 @@ class LlamaRunner:
     # -- requests -------------------------------------------------------------------------------
 
     def prepare(self, request: Request) -> None:
-        """Build the request's sampler chain (in the caller's thread: a bad grammar fails there,
-        for that request only, before it reaches the engine)."""
-        self._samplers[request.request_id] = build_sampler_chain(
+        """Build the request's sampler chain and retain its adapters (in the caller's thread: a
+        bad grammar or adapter fails there, for that request only, before it reaches the
+        engine)."""
+        sampler = build_sampler_chain(
             request.params, self._vocab, self.tokenizer.n_vocab, self.n_ctx_per_seq
         )
+        try:
+            self.retain_adapters(request.adapters)
+        except BaseException:
+            llama_cpp.llama_sampler_free(sampler)
+            raise
+        self._samplers[request.request_id] = sampler
+        self._request_adapters[request.request_id] = request.adapters
 
     def release(self, request: Request) -> None:
-        """Free the request's sampler (its cells are freed through ``free_sequences``)."""
+        """Free the request's sampler and release its adapters (its cells are freed through
+        ``free_sequences``)."""
         sampler = self._samplers.pop(request.request_id, None)
         if sampler is not None:
             llama_cpp.llama_sampler_free(sampler)
+        adapters = self._request_adapters.pop(request.request_id, None)
+        if adapters:
+            self.release_adapters(adapters)
+
+    # -- adapters -------------------------------------------------------------------------------
+
+    def retain_adapters(self, adapters: AdapterSet) -> None:
+        """Count one more user of each adapter, loading those not loaded yet.
+
+        Raises ModelLoadError (nothing retained) when a file is not a LoRA for this model."""
+        if not adapters:
+            return
+        with self._adapter_lock:
+            if self._closed:
+                raise EngineError("the model was unloaded")
+            missing = [p for p in dict.fromkeys(adapters) if p not in self._adapters]
+            if missing:
+                with DECODE_LOCK:
+                    self._adapters.update(_load_adapters(self._model, missing))
+            self._adapter_users.update(adapters)
+
+    def release_adapters(self, adapters: AdapterSet) -> None:
+        """Count one user less of each adapter; free those nobody uses any more."""
+        if not adapters:
+            return
+        with self._adapter_lock:
+            self._adapter_users.subtract(adapters)
+            unused = [p for p in dict.fromkeys(adapters) if self._adapter_users[p] <= 0]
+            if not unused or self._closed:  # a closed model freed its adapters with it
+                return
+            with DECODE_LOCK:
+                if any(p in unused for p in self._active_adapters):
+                    self._apply_adapters(tuple(p for p in self._active_adapters if p not in unused))
+                for path in unused:
+                    del self._adapter_users[path]
+                    llama_cpp.llama_adapter_lora_free(self._adapters.pop(path))
+
+    @property
+    def loaded_adapters(self) -> list[Path]:
+        with self._adapter_lock:
+            return list(self._adapters)
+
+    def _apply_adapters(self, adapters: AdapterSet) -> None:
+        """Set the context's adapters (caller holds DECODE_LOCK; every one is loaded)."""
+        if adapters == self._active_adapters:
+            return
+        handles: list[Any] = [self._adapters[path] for path in adapters]
+        array = (llama_cpp.llama_adapter_lora_p_ctypes * len(handles))(*handles)
+        scales = (ctypes.c_float * len(handles))(*([1.0] * len(handles)))
+        if llama_cpp.llama_set_adapters_lora(self._ctx, array, len(handles), scales) != 0:
+            raise EngineError("llama.cpp could not apply the LoRA adapters")
+        self._active_adapters = adapters
+        self.adapter_switches += 1
 
     def free_sequences(self, seq_ids: list[int]) -> None:
         for seq_id in seq_ids:
@@ -181,6 +254,7 @@ class LlamaRunner:
             return {}
         to_sample = self._fill_batch(output)
         with DECODE_LOCK:
+            self._apply_adapters(output.adapters)
             status = llama_cpp.llama_decode(self._ctx, self._batch)
             if status != 0:
                 raise EngineError(f"llama_decode failed with status {status}")
@@ -203,8 +277,11 @@ class LlamaRunner:
         for sampler in self._samplers.values():
             llama_cpp.llama_sampler_free(sampler)
         self._samplers.clear()
-        if not self._closed:
+        with self._adapter_lock:
+            if self._closed:
+                return
             self._closed = True
+            self._adapters.clear()  # llama_model_free frees them
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._ctx)
             llama_cpp.llama_model_free(self._model)
@@ -363,29 +440,22 @@ def _load_model(path: Path) -> llama_cpp.llama_model_p:
     return cast("llama_cpp.llama_model_p", model)
 
 
-def _apply_adapters(
-    model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p, paths: tuple[Path, ...]
-) -> None:
-    """Load LoRA adapters and set them on the context (llama.cpp frees them with the model)."""
-    if not paths:
-        return
-    adapters = []
+def _load_adapters(
+    model: llama_cpp.llama_model_p, paths: list[Path]
+) -> dict[Path, llama_cpp.llama_adapter_lora_p]:
+    """Load LoRA adapters on ``model``; on a failure free those loaded here and raise."""
+    loaded: dict[Path, llama_cpp.llama_adapter_lora_p] = {}
     for path in paths:
         adapter = llama_cpp.llama_adapter_lora_init(model, str(path).encode())
         if not adapter:
-            llama_cpp.llama_free(ctx)
-            llama_cpp.llama_model_free(model)
+            for done in loaded.values():
+                llama_cpp.llama_adapter_lora_free(done)
             raise ModelLoadError(
                 f"llama.cpp could not load the LoRA adapter {path.name}: it is not a LoRA GGUF "
                 "or was made for another model"
             )
-        adapters.append(adapter)
-    array = (llama_cpp.llama_adapter_lora_p_ctypes * len(adapters))(*adapters)
-    scales = (ctypes.c_float * len(adapters))(*([1.0] * len(adapters)))
-    if llama_cpp.llama_set_adapters_lora(ctx, array, len(adapters), scales) != 0:
-        llama_cpp.llama_free(ctx)
-        llama_cpp.llama_model_free(model)
-        raise ModelLoadError("llama.cpp could not apply the LoRA adapters")
+        loaded[path] = cast("llama_cpp.llama_adapter_lora_p", adapter)
+    return loaded
 
 
 def _new_context(

@@ -12,6 +12,12 @@ preempted: its cells are freed and it waits at the head of the queue to be recom
 Finished sequences may stay in the prefix cache (``cache_seqs`` extra sequence ids); a new
 prompt that starts with a cached prefix has those cells copied instead of computed.
 
+Adapters: llama.cpp applies LoRA adapters to a whole context, so each step computes requests of
+one adapter set only (``SchedulerOutput.adapters``). Sequences are still handed out first come,
+first served whatever their set; the step's set is the current one for up to ``adapter_turn``
+steps while another set has work, then the next set with work in round-robin order (switching
+costs llama.cpp a graph re-reservation, so sets take turns rather than alternating each step).
+
 Contract (vLLM v1 style): ``add_request`` → ``schedule`` → (runner executes the output's
 frees, copies and chunks) → ``update`` → ``finish`` when the engine decides a request is done.
 """
@@ -22,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from hearth.engine.prefix_cache import CacheEntry, PrefixCache
-from hearth.engine.request import Request, RequestStatus
+from hearth.engine.request import AdapterSet, Request, RequestStatus
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class SchedulerConfig:
     max_context: int = 4096  # tokens per sequence (prompt + output)
     kv_cells: int | None = None  # default: max_seqs × max_context, so cells never run out
     cache_seqs: int = 0  # sequences kept for the prefix cache
+    adapter_turn: int = 8  # steps one adapter set keeps the engine while another set waits
 
     @property
     def total_cells(self) -> int:
@@ -62,6 +69,7 @@ class SchedulerOutput:
     chunks: list[ScheduledChunk]
     frees: list[int] = field(default_factory=list)  # sequences whose cells to free first
     copies: list[SeqCopy] = field(default_factory=list)  # then prefix copies
+    adapters: AdapterSet = ()  # the set every chunk is computed with
 
     @property
     def num_tokens(self) -> int:
@@ -76,6 +84,11 @@ class Scheduler:
         self.cache = PrefixCache(config.cache_seqs)
         self._free_seq_ids = list(range(config.total_seqs - 1, -1, -1))
         self.preemptions = 0
+        self.adapters: AdapterSet = ()  # the set of the current turn
+        self.adapter_switches = 0
+        self._turn_steps = config.adapter_turn  # no turn yet: the first step picks the oldest
+        self._turns = 0
+        self._last_turn: dict[AdapterSet, int] = {}  # set → the turn it last had
 
     @property
     def has_work(self) -> bool:
@@ -89,15 +102,17 @@ class Scheduler:
         self.waiting.append(request)
 
     def schedule(self) -> SchedulerOutput:
-        step = _Step(self.config.token_budget, self.config.total_cells - self.used_cells)
+        adapters = self._choose_adapters()
+        step = _Step(self.config.token_budget, self.config.total_cells - self.used_cells, adapters)
         for request in list(self.running):
             if step.budget == 0:
                 break
-            if request.status == RequestStatus.RUNNING:  # not preempted earlier in this loop
+            # Not preempted earlier in this loop, and computed with this step's adapters.
+            if request.status == RequestStatus.RUNNING and request.adapters == adapters:
                 self._schedule_running(request, step)
         while step.budget > 0 and self.waiting and self._try_admit(step):
             pass
-        return SchedulerOutput(step.chunks, step.frees, step.copies)
+        return SchedulerOutput(step.chunks, step.frees, step.copies, adapters)
 
     def update(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
         """Record computed tokens and sampled ones; return the requests that got a new token."""
@@ -130,9 +145,40 @@ class Scheduler:
         seq_id, request.seq_id = request.seq_id, None
         computed = request.tokens_between(0, request.num_computed_tokens)
         keep = status != RequestStatus.FINISHED_ERROR
-        frees = self.cache.offer(seq_id, request.cache_key, computed) if keep else [seq_id]
+        frees = self.cache.offer(seq_id, request.prefix_scope, computed) if keep else [seq_id]
         self._free_seq_ids.extend(frees)
         return frees
+
+    def _choose_adapters(self) -> AdapterSet:
+        """This step's adapter set: the current one until its turn is over while another set
+        has work, then the other set whose last turn is longest ago."""
+        oldest = self._sets_with_work()
+        current = self.adapters
+        if not oldest or (current in oldest and len(oldest) == 1):
+            return current
+        if current in oldest and self._turn_steps < self.config.adapter_turn:
+            self._turn_steps += 1
+            return current
+        others = [s for s in oldest if s != current]
+        # Round robin: the set whose last turn is longest ago (never: oldest request first).
+        self.adapters = min(others, key=lambda s: (self._last_turn.get(s, -1), oldest[s]))
+        self._turns += 1
+        self._last_turn = {s: t for s, t in self._last_turn.items() if s in oldest}
+        self._last_turn[self.adapters] = self._turns
+        self.adapter_switches += 1
+        self._turn_steps = 1
+        return self.adapters
+
+    def _sets_with_work(self) -> dict[AdapterSet, int]:
+        """Adapter set → id of its oldest request that this step could compute: running ones,
+        and those waiting that free sequences would admit."""
+        oldest: dict[AdapterSet, int] = {}
+        admissible = max(0, self.config.max_seqs - len(self.running))
+        candidates = [*self.running, *list(self.waiting)[:admissible]]
+        for request in candidates:
+            key = request.adapters
+            oldest[key] = min(oldest.get(key, request.request_id), request.request_id)
+        return oldest
 
     def _schedule_running(self, request: Request, step: _Step) -> None:
         need = min(request.num_uncomputed_tokens, step.budget)
@@ -196,7 +242,8 @@ class Scheduler:
         request.num_computed_tokens = request.shared_tokens = shared
         request.cached_tokens = max(request.cached_tokens, shared)
         self.cache.record(shared)
-        step.add(_chunk(request, min(request.num_uncomputed_tokens, step.budget)))
+        if request.adapters == step.adapters:  # else it computes in its own set's turn
+            step.add(_chunk(request, min(request.num_uncomputed_tokens, step.budget)))
         return True
 
     def _prefix_source(self, request: Request) -> tuple[int | None, int, CacheEntry | None] | None:
@@ -211,7 +258,7 @@ class Scheduler:
             if leader.num_computed_tokens < prompt_cells:
                 return None
             return leader.seq_id, min(prompt_cells, request.num_tokens - 1), None
-        match = self.cache.match(request.cache_key, request.all_tokens)
+        match = self.cache.match(request.prefix_scope, request.all_tokens)
         if match is None:
             return None, 0, None
         # At least one token must be computed: its logits give the next token.
@@ -222,6 +269,7 @@ class Scheduler:
 class _Step:
     budget: int
     free_cells: int
+    adapters: AdapterSet
     chunks: list[ScheduledChunk] = field(default_factory=list)
     frees: list[int] = field(default_factory=list)
     copies: list[SeqCopy] = field(default_factory=list)

@@ -21,6 +21,7 @@ import gguf
 
 from hearth.engine.templates import ChatTemplate
 from hearth.errors import ModelfileError, ModelNotFoundError, TemplateError, ValidationError
+from hearth.license.lineage import LineageStep, derived_layers
 from hearth.modelfile import params
 from hearth.modelfile.parse import Recipe
 from hearth.store import Descriptor, LocalModel, MediaType, ModelConfig, Store, read_gguf_info
@@ -64,6 +65,9 @@ def create_model(
         _check_adapter(adapter, architecture)
     with store.locked():
         layers = _layers(store, base, recipe, stored_params, say)
+        if base.model is not None:  # the base's terms, plus this step in the lineage
+            step = LineageStep.now("create", base.model)
+            layers = derived_layers(store, base.model, layers, step)
         layers += [store.add_text_layer(kind, text) for kind, text in extra_layers]
         config = _new_config(store, base, recipe)
         say("writing manifest")

@@ -16,6 +16,7 @@ from hearth.engine.manager import ModelManager
 from hearth.server.auth import authenticate
 from hearth.server.embedders import EmbedderPool
 from hearth.server.errors import install_error_handlers, openai_error
+from hearth.server.finetune_api import router as finetune_router
 from hearth.server.keys import KeyStore
 from hearth.server.metrics import Metrics
 from hearth.server.ollama.create import router as create_router
@@ -92,4 +93,5 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
     app.include_router(ollama_router)
     install_registry_api(app)
     app.include_router(create_router)
+    app.include_router(finetune_router)
     return app

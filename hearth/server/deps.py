@@ -13,7 +13,7 @@ from fastapi import Request
 
 from hearth.config import Settings
 from hearth.engine.engine import Generation
-from hearth.engine.llm import LLM
+from hearth.engine.llm import ModelView
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
@@ -52,9 +52,9 @@ def embedders_of(request: Request) -> EmbedderPool:
 @asynccontextmanager
 async def model_lease(
     manager: ModelManager, name: str, keep_alive: float | None = None
-) -> AsyncIterator[LLM]:
+) -> AsyncIterator[ModelView]:
     """Hold ``name`` loaded for the ``async with`` block (loading it, in a thread, if needed)."""
-    lease: AbstractContextManager[LLM] = manager.acquire(name, keep_alive=keep_alive)
+    lease: AbstractContextManager[ModelView] = manager.acquire(name, keep_alive=keep_alive)
     llm = await asyncio.to_thread(lease.__enter__)  # may wait seconds for a load
     try:
         yield llm
@@ -65,9 +65,9 @@ async def model_lease(
 async def lease_and_start(
     manager: ModelManager,
     name: str,
-    start: Callable[[LLM], T],
+    start: Callable[[ModelView], T],
     keep_alive: float | None = None,
-) -> tuple[AsyncExitStack, LLM, T]:
+) -> tuple[AsyncExitStack, ModelView, T]:
     """Lease ``name`` and start work on it. The returned stack holds the lease until it is
     closed (after a stream's last byte); if loading or starting fails it is closed at once."""
     stack = AsyncExitStack()

@@ -181,16 +181,18 @@ class BlobStore:
         if done > size:  # not from this blob: start over
             partial.unlink()
             done = 0
+        # Hashed as the bytes arrive (what an earlier try left is read once, first), so the
+        # finished file is not read a second time.
+        hasher = _hash_of(partial) if done else hashlib.sha256()
         if done < size:
-            done = _append(partial, open_range(done), done, size, progress)
+            done = _append(partial, open_range(done), done, size, hasher, progress)
         if done < size:
             raise IncompleteDownloadError(
                 f"download of {digest} stopped at {done} of {size} bytes; pull again to resume"
             )
-        return self._finish_partial(partial, digest, size)
+        return self._finish_partial(partial, digest, size, f"{ALGORITHM}:{hasher.hexdigest()}")
 
-    def _finish_partial(self, partial: Path, digest: str, size: int) -> Blob:
-        actual = _hash_file(partial)
+    def _finish_partial(self, partial: Path, digest: str, size: int, actual: str) -> Blob:
         if actual != digest:
             partial.unlink(missing_ok=True)
             raise DigestMismatchError(
@@ -225,9 +227,15 @@ def _copy_hashing(
 
 
 def _append(
-    partial: Path, chunks: Iterable[bytes], done: int, size: int, progress: Progress | None
+    partial: Path,
+    chunks: Iterable[bytes],
+    done: int,
+    size: int,
+    hasher: hashlib._Hash,
+    progress: Progress | None,
 ) -> int:
-    """Append ``chunks`` to ``partial`` (fsynced as far as it got); return its new size."""
+    """Append ``chunks`` to ``partial`` (fsynced as far as it got), feeding ``hasher``; return
+    the file's new size."""
     with partial.open("ab") as file:
         try:
             for chunk in chunks:
@@ -238,6 +246,7 @@ def _append(
                         f"digest mismatch: received more than the {size} bytes announced"
                     )
                 file.write(chunk)
+                hasher.update(chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, size)
@@ -248,11 +257,11 @@ def _append(
     return done
 
 
-def _hash_file(path: Path) -> str:
+def _hash_of(path: Path) -> hashlib._Hash:
     hasher = hashlib.sha256()
     for chunk in read_chunks(path):
         hasher.update(chunk)
-    return f"{ALGORITHM}:{hasher.hexdigest()}"
+    return hasher
 
 
 def _check(blob: Blob, expected: str | None, total: int | None) -> None:

@@ -30,6 +30,7 @@ from hearth.errors import (
     ModelNotFoundError,
     StoreError,
 )
+from hearth.license.lineage import LineageStep, derived_layers
 from hearth.log import get_logger
 from hearth.store.blobs import Blob, BlobStore, Progress, fsync_dir
 from hearth.store.catalogue import CatalogueEntry, PackageFormat, catalogue_names, find_entry
@@ -601,6 +602,7 @@ class Store:
             _model_layer(blob, title) if layer.media_type == MediaType.MODEL else layer
             for layer in layers
         ]
+        layers = derived_layers(self, source, layers, LineageStep.now("quantize", source))
         config = ModelConfig.from_json(self._read_blob(source.name, source.manifest.config.digest))
         config = replace(
             config,

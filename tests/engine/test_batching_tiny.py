@@ -168,7 +168,7 @@ def test_random_aborts_leak_no_kv_cells(tiny_model: Path) -> None:
             generation.text()
         stats = model.stats()
         assert (stats.running, stats.waiting) == (0, 0)
-        engine = model._thread.engine
+        engine = model.base.thread.engine
         cached = {e.seq_id for e in engine.scheduler.cache._entries}
         runner = engine.runner
         for seq_id in range(8 + 2):

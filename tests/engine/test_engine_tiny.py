@@ -111,7 +111,7 @@ def test_abort_frees_the_sequence(tiny_model: Path) -> None:
 
 def test_empty_prompt_is_a_validation_error(llm: LLM) -> None:
     with pytest.raises(ValidationError, match="prompt"):
-        llm._thread.submit([], GREEDY)
+        llm.base.thread.submit([], GREEDY)
 
 
 def test_runner_failure_reaches_every_caller(tiny_model: Path) -> None:

@@ -11,13 +11,12 @@ import pytest
 
 from hearth.config import Settings
 from hearth.devtools.tiny_gguf import TinyModelSpec, write_tiny_gguf
-from hearth.engine.llm import LLM, EngineConfig
+from hearth.engine.llm import BaseModel, EngineConfig, ModelView
 from hearth.engine.manager import ModelManager
 from hearth.engine.memory import MemoryEstimate
 from hearth.engine.sampling import SamplingParams
 from hearth.errors import EngineError, InsufficientMemoryError, ModelLoadError, ModelNotFoundError
 from hearth.store import Store
-from hearth.store.profile import ModelProfile
 
 NAMES = ("tiny-a", "tiny-b", "tiny-c")
 THREADS = 8
@@ -44,7 +43,7 @@ class CountingLoader:
         self.started = threading.Event()
         self._lock = threading.Lock()
 
-    def __call__(self, path: Path, config: EngineConfig, profile: ModelProfile) -> LLM:
+    def __call__(self, path: Path, config: EngineConfig) -> BaseModel:
         with self._lock:
             self.loads.append(path)
             fail = self.failures > 0
@@ -53,7 +52,7 @@ class CountingLoader:
         time.sleep(self.delay)
         if fail:
             raise ModelLoadError(f"llama.cpp could not load {path} (injected)")
-        return LLM(path, config, profile)
+        return BaseModel(path, config)
 
 
 @pytest.fixture(scope="module")
@@ -263,8 +262,10 @@ def test_unload_now_or_when_idle(manager: ModelManager) -> None:
     assert manager.loaded() == []
 
 
-def acquire_from_threads(manager: ModelManager, name: str) -> tuple[list[LLM], list[BaseException]]:
-    models: list[LLM] = []
+def acquire_from_threads(
+    manager: ModelManager, name: str
+) -> tuple[list[ModelView], list[BaseException]]:
+    models: list[ModelView] = []
     errors: list[BaseException] = []
     start = threading.Barrier(THREADS)
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from hearth.engine.engine import Generation
-from hearth.engine.llm import LLM
+from hearth.engine.llm import ModelView
 from hearth.engine.request import RequestOutput
 from hearth.engine.tool_stream import ContentDelta, ToolCallStart, ToolCallStream, ToolStreamEvent
 from hearth.errors import ValidationError
@@ -142,7 +142,7 @@ class _Reply:
         self,
         kind: str,
         model: str,
-        llm: LLM,
+        llm: ModelView,
         generations: list[Generation],
         observe: Callable[[], Observation],
         *,

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
@@ -58,19 +60,29 @@ ProgressCallback = Callable[[int, int | None], None]
 
 @contextmanager
 def byte_progress(description: str) -> Iterator[ProgressCallback]:
-    """A rich progress bar on stderr fed by ``callback(done_bytes, total_bytes)``.
+    """A rich progress bar on stderr fed by ``callback(done_bytes, total_bytes)``, with rate
+    and time left.
 
     The bar appears on the first callback only, so work that turns out to need no transfer
     (the model is already in the store) prints nothing.
     """
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    progress = Progress(*columns, console=err, transient=False)
+    columns = (DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with _lazy_progress(description, columns) as update:
+        yield update
+
+
+@contextmanager
+def count_progress(description: str) -> Iterator[ProgressCallback]:
+    """The same for counted steps (tensors quantized, ...): ``callback(done, total)``."""
+    with _lazy_progress(description, (MofNCompleteColumn(), TimeRemainingColumn())) as update:
+        yield update
+
+
+@contextmanager
+def _lazy_progress(
+    description: str, columns: tuple[ProgressColumn, ...]
+) -> Iterator[ProgressCallback]:
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), *columns, console=err)
     task: list[TaskID] = []
 
     def update(done: int, total: int | None) -> None:

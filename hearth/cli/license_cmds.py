@@ -15,7 +15,7 @@ import typer
 
 from hearth.cli.console import err, out
 from hearth.config import get_settings
-from hearth.errors import LicenseDeniedError, ModelNotFoundError
+from hearth.errors import HearthError, LicenseDeniedError
 from hearth.license import (
     INTENDED_USES,
     AcceptanceLog,
@@ -96,7 +96,9 @@ def describe(report: ModelLicense, policy: Policy) -> list[str]:
     record = report.detection.record
     if record and record.lineage:
         lines.append("lineage")
-        lines += [f"  {s.kind} from {s.base} ({s.base_digest[:19]}) at {s.at}" for s in record.lineage]
+        lines += [
+            f"  {s.kind} from {s.base} ({s.base_digest[:19]}) at {s.at}" for s in record.lineage
+        ]
     if report.acceptance:
         lines.append(f"accepted      by {report.acceptance.describe()}")
     return lines
@@ -139,7 +141,7 @@ def admit_model(store: Store, model: LocalModel, *, accepted: bool, existed: boo
 def model_exists(store: Store, name: str) -> bool:
     try:
         store.resolve(name)
-    except (ModelNotFoundError, ValueError):
+    except HearthError:
         return False
     return True
 

@@ -4,16 +4,13 @@ after (perplexity on Hearth's sample text, see hearth/store/perplexity.py; --no-
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from hearth.cli.console import err, out
+from hearth.cli.console import count_progress, err, out
 from hearth.cli.store_cmds import human_size
 from hearth.config import get_settings
 from hearth.store import Store
@@ -42,7 +39,7 @@ def quantize(
     threads = settings.effective_threads
     before = None if no_eval else perplexity(source.model_path, threads=threads)
     started = time.monotonic()
-    with tensor_progress(f"quantizing to {quant}") as progress:
+    with count_progress(f"quantizing to {quant}") as progress:
         model = store.quantize(name, quant, target, imatrix, progress)
     seconds = time.monotonic() - started
     after = None if no_eval else perplexity(model.model_path, threads=threads)
@@ -55,24 +52,3 @@ def quantize(
         table.add_row(label, str(item.name), item.info.quantization, human_size(size), shown)
     out.print(table)
     out.print(f"quantized {source.name} to {model.name} in {seconds:.1f} s (id {model.short_id})")
-
-
-@contextmanager
-def tensor_progress(description: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress bar counting tensors (llama.cpp logs one line per tensor)."""
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
-    )
-    task: list[TaskID] = []
-
-    def update(done: int, total: int | None) -> None:
-        if not task:
-            progress.start()
-            task.append(progress.add_task(description, total=total))
-        progress.update(task[0], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if task:
-            progress.stop()

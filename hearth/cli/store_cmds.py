@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from hearth.cli import license_cmds
 from hearth.cli.console import byte_progress, out
 from hearth.cli.integrity_cmds import import_bundle_file
 from hearth.cli.remote import running_server
@@ -31,9 +32,13 @@ def pull(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Plain HTTP for a registry (loopback always is)")
     ] = False,
+    accept_license: Annotated[
+        bool, typer.Option("--accept-license", help="Accept the model's license terms (recorded)")
+    ] = False,
 ) -> None:
     """Download a model into the store (catalogue, Hugging Face or an OCI registry); into a
     running server's store when one answers on HEARTH_HOST."""
+    license_cmds.refuse_before_pull(name)
     with running_server() as client:
         if client is not None:
             with byte_progress(f"pulling {name}") as progress:
@@ -42,8 +47,11 @@ def pull(
                         progress(update.completed, update.total)
             out.print(f"pulled {name}")
             return
+    store = open_store()
+    existed = license_cmds.model_exists(store, name)
     with byte_progress(f"pulling {name}") as progress:
-        model = open_store().pull(name, progress=progress, insecure=insecure)
+        model = store.pull(name, progress=progress, insecure=insecure)
+    license_cmds.admit_model(store, model, accepted=accept_license, existed=existed)
     out.print(f"pulled {model.name} ({human_size(model.size)}, id {model.short_id})")
 
 
@@ -57,6 +65,9 @@ def import_model(
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Name to store it under (not for bundles)")
     ] = None,
+    accept_license: Annotated[
+        bool, typer.Option("--accept-license", help="Accept the model's license terms (recorded)")
+    ] = False,
 ) -> None:
     """Import a local GGUF file, convert a Hugging Face model folder, or import a bundle."""
     if path.suffix == ".tar" and path.is_file():
@@ -65,12 +76,14 @@ def import_model(
     if name is None:
         raise InvalidNameError("--name is required (the name to store the model under)")
     store = open_store()
+    existed = license_cmds.model_exists(store, name)
     if path.is_dir():
         with byte_progress(f"converting {path.name}") as progress:
             model = store.import_hf_dir(path, name, progress=progress)
     else:
         with byte_progress(f"importing {path.name}") as progress:
             model = store.import_gguf(path, name, progress=progress)
+    license_cmds.admit_model(store, model, accepted=accept_license, existed=existed)
     out.print(f"imported {model.name} ({human_size(model.size)}, id {model.short_id})")
 
 
@@ -108,12 +121,19 @@ def _parse_time(text: str) -> datetime:
 
 def show(
     name: Annotated[str, typer.Argument(help="Model name")],
-    license: Annotated[bool, typer.Option("--license", help="Print the license text")] = False,
+    license: Annotated[
+        bool,
+        typer.Option("--license", help="Print the license: terms, evidence, decision, text"),
+    ] = False,
     modelfile: Annotated[
         bool, typer.Option("--modelfile", help="Print a Modelfile that rebuilds the model")
     ] = False,
 ) -> None:
-    """Show a model's details (or its license text, or its Modelfile)."""
+    """Show a model's details (or its license and policy decision, or its Modelfile)."""
+    if license:  # the decision needs this machine's policy and store (HEARTH_HOME)
+        store = open_store()
+        license_cmds.print_model_license(store, store.resolve(name))
+        return
     with running_server() as client:
         if client is not None:
             _print_shown(client.show(name), license=license, modelfile=modelfile)

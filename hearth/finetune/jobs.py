@@ -22,6 +22,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ class JobStore:
             process = subprocess.Popen(
                 command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
             )
+        # reap it when it ends, so a long-lived server collects no zombies
+        threading.Thread(target=process.wait, name=f"reap-{job_id}", daemon=True).start()
         self._update(job_id, pid=process.pid)
         return process.pid
 

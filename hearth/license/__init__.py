@@ -20,6 +20,7 @@ from hearth.license.report import (
     accept,
     admit,
     check_serving,
+    distribution_gaps,
     license_report,
     policy_of,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "combine",
     "decide",
     "derived_layers",
+    "distribution_gaps",
     "detect",
     "fingerprint",
     "inherit",

@@ -14,6 +14,7 @@ from hearth.config import CONFIG_FILE, Settings
 from hearth.errors import LicenseDeniedError
 from hearth.license.acceptance import Acceptance, AcceptanceLog
 from hearth.license.detect import Detection, detect, evidence_dict
+from hearth.license.lineage import NOTICE
 from hearth.license.policy import Decision, Policy, Subject, Verdict, decide
 from hearth.license.terms import LicenseTerms, load_catalogue
 from hearth.store.digest import digest_bytes
@@ -152,3 +153,26 @@ def check_serving(store: Store, model: LocalModel, policy: Policy) -> None:
     report = license_report(store, model, policy, AcceptanceLog(store.home))
     if report.decision is Decision.DENIED:
         raise LicenseDeniedError(f"license policy denies {report.summary()}")
+
+
+def distribution_gaps(store: Store, model: LocalModel) -> list[str]:
+    """What the model's license asks to travel with every copy but the model does not carry
+    (``push`` and ``export`` warn about each; derivatives get their notice when made)."""
+    terms = load_catalogue().get(detect(store, model).license_id)
+    texts = store.licenses(model)
+    gaps = []
+    if terms.distribution.include_license and not texts:
+        gaps.append(
+            f"its license ({terms.id}) asks for its text with every copy "
+            f"({terms.distribution.clause}), but the model carries none: "
+            "add it with a Modelfile LICENSE line (hearth create)"
+        )
+    notice = terms.distribution.notice
+    has_notice = model.manifest.layer(NOTICE) is not None or any(
+        notice and notice in text for text in texts
+    )
+    if notice and not has_notice:
+        gaps.append(
+            f"its license asks for a Notice file ({terms.distribution.clause}) saying: {notice}"
+        )
+    return gaps

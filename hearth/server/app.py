@@ -18,6 +18,7 @@ from hearth.server.embedders import EmbedderPool
 from hearth.server.errors import install_error_handlers, openai_error
 from hearth.server.finetune_api import router as finetune_router
 from hearth.server.keys import KeyStore
+from hearth.server.licenses_api import router as licenses_router
 from hearth.server.metrics import Metrics
 from hearth.server.ollama.create import router as create_router
 from hearth.server.ollama.routes import router as ollama_router
@@ -93,5 +94,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
     app.include_router(ollama_router)
     install_registry_api(app)
     app.include_router(create_router)
+    app.include_router(licenses_router)
     app.include_router(finetune_router)
     return app

@@ -19,6 +19,7 @@ from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
 from hearth.server.auth import check_model, key_name
 from hearth.server.embedders import EmbedderPool
+from hearth.server.licenses_api import check_license
 from hearth.server.metrics import Metrics, Observation
 from hearth.server.usage import UsageLog, UsageRecord
 
@@ -41,6 +42,7 @@ def requested_model(request: Request, name: str) -> str:
     """The local model a request names (aliases applied), checked against the key's scope."""
     model = local_name(request, name)
     check_model(request, model)
+    check_license(request, model)  # a model the license policy denies is never loaded
     return model
 
 

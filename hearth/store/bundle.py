@@ -63,6 +63,9 @@ def export_bundle(
 ) -> ExportedBundle:
     """Write the models ``names`` to ``target`` as an OCI image-layout tar."""
     models = list({str(m.name): m for m in (store.resolve(n) for n in names)}.values())
+    for model in models:
+        for gap in distribution_gaps(store, model):
+            log.warning("exporting %s: %s", model.name, gap)
     manifests = [(model, _manifest_bytes(store, model)) for model in models]
     descriptors = _unique_blobs(models)
     total = sum(d.size for d in descriptors)

@@ -31,6 +31,7 @@ from hearth.errors import (
     StoreError,
 )
 from hearth.license.lineage import LineageStep, derived_layers
+from hearth.license.report import distribution_gaps
 from hearth.log import get_logger
 from hearth.store.blobs import Blob, BlobStore, Progress, fsync_dir
 from hearth.store.catalogue import CatalogueEntry, PackageFormat, catalogue_names, find_entry
@@ -215,6 +216,8 @@ class Store:
                 f"push target {target!r} must start with a registry host (host[:port]/ns/name)"
             )
         model = self.resolve(name)
+        for gap in distribution_gaps(self, model):
+            log.warning("pushing %s: %s", model.name, gap)
         data = model.name.manifest_path(self.manifests_dir).read_bytes()
         return push_to_registry(
             self, model.name, data, destination, progress, insecure=insecure, chunk_size=chunk_size

@@ -113,7 +113,7 @@ def test_prefix_cache_is_scoped_by_adapter_set() -> None:
 def test_preemption_and_chunking_across_sets_finish_every_request() -> None:
     """Few cells, small budget, three sets: every request completes, every step is one set."""
     config = SchedulerConfig(
-        max_seqs=3, token_budget=8, max_context=64, kv_cells=48, cache_seqs=1, adapter_turn=2
+        max_seqs=3, token_budget=8, max_context=64, kv_cells=40, cache_seqs=1, adapter_turn=2
     )
     scheduler = Scheduler(config)
     sets: list[AdapterSet] = [A, (), B]
@@ -126,10 +126,10 @@ def test_preemption_and_chunking_across_sets_finish_every_request() -> None:
             break
         seen.add(step(scheduler))
         for request in list(scheduler.running):
-            if len(request.output_tokens) >= 6:
+            if len(request.output_tokens) >= 12:
                 scheduler.finish(request, RequestStatus.FINISHED_LENGTH)
     assert not scheduler.has_work
-    assert all(len(r.output_tokens) == 6 for r in requests)
+    assert all(len(r.output_tokens) == 12 for r in requests)
     assert seen == set(sets)
     assert scheduler.preemptions > 0  # the cell limit was reached
 
@@ -290,8 +290,8 @@ def test_prefix_cache_is_not_shared_between_adapter_sets(manager: ModelManager) 
 
     assert cached("tuned-a") == 0
     assert cached("tuned-b") == 0  # same prompt, other adapter: nothing to reuse
-    assert cached("tiny") == 0
     assert cached("tuned-a") > 0  # its own prefix is reused
+    assert cached("tiny") == 0  # the base alone is another set too
 
 
 def test_a_model_created_while_the_base_is_loaded_is_served_at_once(

@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from hearth.config import Settings
+from hearth.engine.manager import ModelManager
 from hearth.server.app import create_app
 
 
@@ -28,9 +29,11 @@ def server_settings(home: Path, **overrides: str) -> Settings:
 
 
 @contextmanager
-def live_server(settings: Settings) -> Iterator[str]:
-    """Yield the base URL of a server started for ``settings``; stop it afterwards."""
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+def live_server(settings: Settings, manager: ModelManager | None = None) -> Iterator[str]:
+    """Yield the base URL of a server started for ``settings`` (around ``manager``, which the
+    test may also hold, if given); stop it afterwards."""
+    app = create_app(settings, manager)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

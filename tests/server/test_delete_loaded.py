@@ -8,47 +8,19 @@ normally, and new requests for the name get 404.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from hearth.config import Settings
 from hearth.engine.manager import ModelManager
 from hearth.engine.sampling import SamplingParams
-from hearth.server.app import create_app
 from hearth.store import Store
 from tests.cli.process import run_hearth
-from tests.server.live_server import server_settings
+from tests.server.live_server import live_server, server_settings
 
 GREEDY = SamplingParams(temperature=0, max_tokens=4)
-
-
-@contextmanager
-def serving(settings: Settings, manager: ModelManager) -> Iterator[str]:
-    """A real server on a loopback port around ``manager``, which the test can also hold."""
-    app = create_app(settings, manager)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture
@@ -56,7 +28,7 @@ def server(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[str, ModelManager
     home = tmp_path / "home"
     settings = server_settings(home)
     Store(settings).import_gguf(tiny_model, "tiny")
-    with ModelManager(Store(settings), settings) as manager, serving(settings, manager) as url:
+    with ModelManager(Store(settings), settings) as manager, live_server(settings, manager) as url:
         yield url, manager, home
 
 

@@ -25,6 +25,7 @@ from hearth.server.deps import (
     requested_model,
     stream_outputs,
 )
+from hearth.server.licenses_api import license_card
 from hearth.server.metrics import Observation
 from hearth.server.openai import convert
 from hearth.server.openai.schemas import (
@@ -41,14 +42,17 @@ router = APIRouter(prefix="/v1")
 @router.get("/models")
 async def list_models(request: Request) -> ModelList:
     store = manager_of(request).store
-    cards = [_card(str(m.name), int(m.modified.timestamp())) for m in store.list()]
+    cards = [
+        _card(str(m.name), int(m.modified.timestamp()), license_card(request, m))
+        for m in store.list()
+    ]
     return ModelList(data=cards)
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> ModelCard:
     model = manager_of(request).store.resolve(model_id)
-    return _card(str(model.name), int(model.modified.timestamp()))
+    return _card(str(model.name), int(model.modified.timestamp()), license_card(request, model))
 
 
 @router.post("/embeddings")
@@ -69,8 +73,8 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     }
 
 
-def _card(name: str, created: int) -> ModelCard:
-    return ModelCard(id=name, created=created)
+def _card(name: str, created: int, license: dict[str, Any] | None = None) -> ModelCard:
+    return ModelCard(id=name, created=created, license=license)
 
 
 @router.post("/chat/completions", response_model=None)

@@ -135,6 +135,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "hearth"
+    license: dict[str, Any] | None = None  # Hearth's addition: id, attribution, decision
 
 
 class ModelList(BaseModel):

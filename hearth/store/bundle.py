@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from hearth.errors import DigestMismatchError, InvalidBundleError, StoreError
+from hearth.log import get_logger
 from hearth.store.blobs import CHUNK_SIZE, BlobStore, Progress, fsync_dir
 from hearth.store.digest import ALGORITHM, digest_bytes, validate_digest
 from hearth.store.manifest import Descriptor, Manifest, MediaType
@@ -37,6 +38,8 @@ from hearth.store.names import ModelName, parse_name
 
 if TYPE_CHECKING:
     from hearth.store.store import LocalModel, Store
+
+log = get_logger(__name__)
 
 OCI_LAYOUT = "oci-layout"
 INDEX = "index.json"
@@ -62,6 +65,8 @@ def export_bundle(
     store: Store, names: Sequence[str], target: Path, progress: Progress | None = None
 ) -> ExportedBundle:
     """Write the models ``names`` to ``target`` as an OCI image-layout tar."""
+    from hearth.license.report import distribution_gaps  # it reads the store: import late
+
     models = list({str(m.name): m for m in (store.resolve(n) for n in names)}.values())
     for model in models:
         for gap in distribution_gaps(store, model):

@@ -31,7 +31,6 @@ from hearth.errors import (
     StoreError,
 )
 from hearth.license.lineage import LineageStep, derived_layers
-from hearth.license.report import distribution_gaps
 from hearth.log import get_logger
 from hearth.store.blobs import Blob, BlobStore, Progress, fsync_dir
 from hearth.store.catalogue import CatalogueEntry, PackageFormat, catalogue_names, find_entry
@@ -215,6 +214,8 @@ class Store:
             raise InvalidNameError(
                 f"push target {target!r} must start with a registry host (host[:port]/ns/name)"
             )
+        from hearth.license.report import distribution_gaps  # it reads the store: import late
+
         model = self.resolve(name)
         for gap in distribution_gaps(self, model):
             log.warning("pushing %s: %s", model.name, gap)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hearth.errors import ConfigError, ValidationError
-from hearth.units import parse_keep_alive, parse_size
+from hearth.units import parse_duration, parse_keep_alive, parse_size
 
 _Getter = Callable[[str], str]
 
@@ -88,6 +88,12 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         " below the core count to leave cores to a server running beside it.",
     ),
     EnvVar(
+        "HEARTH_RESPONSES_TTL",
+        "1h",
+        "How long /v1/responses keeps a response (in memory) for GET and previous_response_id:"
+        " seconds or a duration (30m, 1h); 0 keeps none.",
+    ),
+    EnvVar(
         "HEARTH_DOCKER_CONFIG",
         "~/.docker/config.json",
         "Docker's config file; its `auths` entries (from `docker login`) are registry credentials.",
@@ -121,6 +127,7 @@ class Settings:
     docker_config: Path = Path("~/.docker/config.json")
     finetune_jobs: int = 1  # HEARTH_FINETUNE_JOBS
     finetune_threads: int = 0  # HEARTH_FINETUNE_THREADS; 0: torch's default
+    responses_ttl: float = 3600.0  # HEARTH_RESPONSES_TTL, seconds; 0 keeps none
 
     @property
     def blobs_dir(self) -> Path:
@@ -167,6 +174,7 @@ class Settings:
             docker_config=Path(get("HEARTH_DOCKER_CONFIG")).expanduser(),
             finetune_jobs=_int(get, "HEARTH_FINETUNE_JOBS", minimum=1),
             finetune_threads=_int(get, "HEARTH_FINETUNE_THREADS", minimum=0),
+            responses_ttl=_responses_ttl(get),
         )
 
 
@@ -188,7 +196,7 @@ def load_policy_table(path: Path) -> dict[str, object]:
     """``[policy]`` of hearth.toml, unvalidated: hearth.license.Policy.from_table checks it."""
     policy = _read_toml(path).get("policy", {})
     if not isinstance(policy, dict):
-        raise ConfigError(f"{path}: [policy] must be a table")
+        raise ConfigError(f"{path}: 'policy' must be a table")
     return policy
 
 
@@ -238,6 +246,17 @@ def _keep_alive(get: _Getter) -> float:
     except ValidationError as error:
         raise ConfigError(f"{name} {error.reason}, got {error.value!r}") from None
     return 300.0 if seconds is None else seconds
+
+
+def _responses_ttl(get: _Getter) -> float:
+    name = "HEARTH_RESPONSES_TTL"
+    try:
+        seconds = parse_duration(get(name), name)
+    except ValidationError as error:
+        raise ConfigError(f"{name} {error.reason}, got {error.value!r}") from None
+    if seconds < 0:
+        raise ConfigError(f"{name} must not be negative, got {get(name)!r}")
+    return seconds
 
 
 def _database_url(get: _Getter) -> str:

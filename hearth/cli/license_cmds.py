@@ -40,7 +40,9 @@ def check(
     ] = None,
     policy_file: Annotated[
         Path | None,
-        typer.Option("--policy", help="A TOML file with a [policy] table (default: hearth.toml)"),
+        typer.Option(
+            "--policy", help="A TOML file with a policy table (default: HEARTH_HOME/hearth.toml)"
+        ),
     ] = None,
 ) -> None:
     """Check models against the organisation's license policy; exit status 0 only when every
@@ -87,7 +89,8 @@ def describe(report: ModelLicense, policy: Policy) -> list[str]:
         "evidence",
         *(f"  {item.describe()}" for item in report.detection.evidence),
     ]
-    lines.append(f"decision      {report.decision.label} under {policy.origin}")
+    profile = policy.origin if policy.declared else f"{policy.origin} (no policy table: default)"
+    lines.append(f"decision      {report.decision.label} under {profile}")
     lines.append(f"  because     {report.verdict.reason} ({report.verdict.clause})")
     lines += [f"  also        {f.reason} ({f.clause})" for f in report.verdict.findings[1:]]
     if report.verdict.obligations:
@@ -96,9 +99,7 @@ def describe(report: ModelLicense, policy: Policy) -> list[str]:
     record = report.detection.record
     if record and record.lineage:
         lines.append("lineage")
-        lines += [
-            f"  {s.kind} from {s.base} ({s.base_digest[:19]}) at {s.at}" for s in record.lineage
-        ]
+        lines += [f"  {s.kind} from {s.base} ({s.base_digest[:19]})" for s in record.lineage]
     if report.acceptance:
         lines.append(f"accepted      by {report.acceptance.describe()}")
     return lines

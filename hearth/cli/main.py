@@ -10,6 +10,7 @@ from hearth.cli import (
     doctor_cmds,
     integrity_cmds,
     keys_cmds,
+    license_cmds,
     plan_cmds,
     quantize_cmds,
     registry_cmds,
@@ -61,6 +62,13 @@ keys_app.command("list")(cli_errors(keys_cmds.list_keys))
 keys_app.command("revoke")(cli_errors(keys_cmds.revoke))
 app.add_typer(keys_app, name="keys")
 app.command("usage")(cli_errors(keys_cmds.usage))
+
+license_app = typer.Typer(
+    help="Check models' licenses against the organisation's policy.", no_args_is_help=True
+)
+license_app.command("check")(cli_errors(license_cmds.check))
+license_app.command("list")(cli_errors(license_cmds.list_licenses))
+app.add_typer(license_app, name="license")
 
 
 @app.command("ps")

@@ -4,7 +4,10 @@ Three things change form on the way: the hyperparameters (``config.json`` keys â
 GGUF keys), the WordPiece vocabulary (into the "phantom space" spelling llama.cpp's WPM tokenizer
 matches against, see :func:`phantom_space`), and the tensor names (through gguf-py's own
 name map for the architecture). The pooler and masked-LM heads are dropped: an embedding model
-pools in llama.cpp, by the pooling type written here.
+pools in llama.cpp, by the pooling type written here. A cross-encoder
+(``BertForSequenceClassification``, a reranker) keeps its pooler and classifier as llama.cpp's
+``cls`` and ``cls.output`` tensors and gets rank pooling: llama.cpp then scores a pair of texts
+through the [CLS] token's vector, tanh(pooler), then the classifier.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 from hearth.convert.hf_folder import HFFolder, SourceTensor, read_json, sentence_pooling
 from hearth.errors import ConversionError
 
-ARCHITECTURES = ("BertModel",)
+ARCHITECTURES = ("BertModel", "BertForSequenceClassification")
+CLASSIFIER = "BertForSequenceClassification"
 GGUF_ARCH = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT]
 PHANTOM_SPACE = "\u2581"  # what llama.cpp's WPM tokenizer puts before each word
 _SPECIAL_NAMES = ("cls", "sep", "pad", "unk", "mask")
@@ -65,7 +69,9 @@ class BertConversion:
     def __init__(self, folder: HFFolder) -> None:
         self.params = bert_params(folder.config)
         self.vocab = read_wordpiece_vocab(folder.root, self.params.vocab_size)
-        self.pooling = _pooling(folder.root)
+        self.classifier = folder.architecture == CLASSIFIER
+        self.labels = _labels(folder.config) if self.classifier else []
+        self.pooling = gguf.PoolingType.RANK if self.classifier else _pooling(folder.root)
         self._names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, self.params.block_count)
 
     def add_metadata(self, writer: gguf.GGUFWriter) -> None:
@@ -78,11 +84,17 @@ class BertConversion:
         writer.add_layer_norm_eps(params.layer_norm_eps)
         writer.add_causal_attention(False)
         writer.add_pooling_type(self.pooling)
+        if self.labels:
+            writer.add_classifier_output_labels(self.labels)
         add_vocab(writer, self.vocab, params.token_type_count)
 
     def tensor_name(self, tensor: SourceTensor) -> str | None:
         """The GGUF name for ``tensor``, or None for a tensor llama.cpp does not use."""
         name = _normalise_name(tensor.name)
+        if self.classifier:
+            head = _classifier_head_name(name)
+            if head is not None:
+                return head
         if name in _SKIPPED_NAMES or name.startswith(_SKIPPED_PREFIXES):
             return None
         mapped = self._names.get_name(name, try_suffixes=(".weight", ".bias"))
@@ -251,6 +263,26 @@ def _pooling(root: Path) -> gguf.PoolingType:
     if mode not in _POOLING:
         raise ConversionError(f"{root}: pooling mode {mode!r} is not supported by llama.cpp")
     return _POOLING[mode]
+
+
+def _labels(config: Mapping[str, Any]) -> list[str]:
+    """The classifier's output labels, in order (one for a reranker's single score)."""
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        return [str(id2label.get(str(i), id2label.get(i, i))) for i in range(len(id2label))]
+    return [
+        f"LABEL_{i}" for i in range(_int(config, "num_labels") if "num_labels" in config else 1)
+    ]
+
+
+def _classifier_head_name(name: str) -> str | None:
+    """A sequence classifier's pooler and classifier as llama.cpp's rank-pooling head."""
+    cls = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.CLS]
+    cls_out = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.CLS_OUT]
+    for prefix, gguf_prefix in (("pooler.dense.", cls), ("classifier.", cls_out)):
+        if name.startswith(prefix):
+            return gguf_prefix + "." + name.removeprefix(prefix)
+    return None
 
 
 def _normalise_name(name: str) -> str:

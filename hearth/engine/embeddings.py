@@ -43,6 +43,7 @@ class Pooling(Enum):
     MEAN = llama_cpp.LLAMA_POOLING_TYPE_MEAN
     CLS = llama_cpp.LLAMA_POOLING_TYPE_CLS
     LAST = llama_cpp.LLAMA_POOLING_TYPE_LAST
+    RANK = llama_cpp.LLAMA_POOLING_TYPE_RANK  # a cross-encoder: one score per pair of texts
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,17 @@ class Embedder:
         self._ctx = _embedding_context(self._model, self.config)
         self._memory = llama_cpp.llama_get_memory(self._ctx)  # None for encoder-only models
         self._batch = llama_cpp.llama_batch_init(self.config.batch_tokens, 0, 1)
-        self.tokenizer = LlamaTokenizer(llama_cpp.llama_model_get_vocab(self._model))
-        self.dimensions: int = llama_cpp.llama_model_n_embd_out(self._model)
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.tokenizer = LlamaTokenizer(self._vocab)
         self._lock = threading.Lock()
         self._check_pooling(model_path)
+        self.ranks = llama_cpp.llama_pooling_type(self._ctx) == Pooling.RANK.value
+        # A reranker's pooled output is its classifier's scores, not a vector.
+        self.dimensions: int = (
+            llama_cpp.llama_model_n_cls_out(self._model)
+            if self.ranks
+            else llama_cpp.llama_model_n_embd_out(self._model)
+        )
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -87,6 +95,8 @@ class Embedder:
         """One vector per text, in order; unit length unless ``normalize`` is False."""
         if isinstance(texts, str):
             raise ValidationError("input", texts, "expected a list of texts, not one string")
+        if self.ranks:
+            raise ValidationError("model", "…", "is a reranker: it scores pairs, use rerank")
         with self._lock:
             self._check_open()
             tokenized = [self._tokenize(i, text) for i, text in enumerate(texts)]
@@ -94,6 +104,24 @@ class Embedder:
             for group in self._groups(tokenized):
                 vectors += self._embed_batch(group)
         return [(_unit(v) if normalize else v).tolist() for v in vectors]
+
+    def rank(self, query: str, documents: Sequence[str]) -> list[float]:
+        """A reranker's score for each document against ``query`` (its first output label).
+        Each pair is written as llama.cpp's server does: ``[CLS] query [SEP] document [SEP]``
+        for BERT (the query with the special tokens, the document then the separator)."""
+        if not self.ranks:
+            raise ValidationError("model", "…", "is not a reranker (no rank pooling)")
+        with self._lock:
+            self._check_open()
+            query_tokens = self._query_tokens(query)
+            pairs = [
+                self._pair(query_tokens, index, document)
+                for index, document in enumerate(documents)
+            ]
+            scores: list[float] = []
+            for group in self._groups(pairs):
+                scores += [float(output[0]) for output in self._embed_batch(group)]
+        return scores
 
     def count_tokens(self, text: str) -> int:
         """How many tokens ``text`` takes, special tokens included (the limit is max_tokens)."""
@@ -127,6 +155,8 @@ class Embedder:
         pooling = llama_cpp.llama_pooling_type(self._ctx)
         if pooling in (Pooling.MEAN.value, Pooling.CLS.value, Pooling.LAST.value):
             return
+        if pooling == Pooling.RANK.value and llama_cpp.llama_model_n_cls_out(self._model) > 0:
+            return
         self.close()
         what = "no pooling type" if pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE else "rank pooling"
         raise ModelLoadError(
@@ -148,6 +178,23 @@ class Embedder:
                 f"this model embeds at most {self.max_tokens} tokens per text"
             )
         return tokens
+
+    def _query_tokens(self, query: str) -> list[int]:
+        if not query:
+            raise ValidationError("query", query, "the text is empty")
+        return self.tokenizer.tokenize(query, add_special=True)
+
+    def _pair(self, query_tokens: list[int], index: int, document: str) -> list[int]:
+        if not document:
+            raise ValidationError(f"documents[{index}]", document, "the text is empty")
+        tokens = self.tokenizer.tokenize(document, add_special=False)
+        pair = query_tokens + tokens + [llama_cpp.llama_vocab_sep(self._vocab)]
+        if len(pair) > self.max_tokens:
+            raise ContextOverflowError(
+                f"documents[{index}] with the query is {len(pair)} tokens long; "
+                f"this model reads at most {self.max_tokens} tokens per pair"
+            )
+        return pair
 
     def _groups(self, tokenized: list[list[int]]) -> Iterator[list[list[int]]]:
         """Consecutive texts, as many as fit in one batch (tokens and sequences)."""

@@ -55,7 +55,7 @@ from hearth.engine.engine import EngineStats
 from hearth.engine.llm import ModelView
 from hearth.engine.memory import MemoryEstimate, estimate_memory
 from hearth.engine.slots import BaseSlot, ModelEntry, Resident, choose_evictions
-from hearth.errors import EngineError, InsufficientMemoryError
+from hearth.errors import EngineError, InsufficientMemoryError, ModelLoadError
 from hearth.log import get_logger
 from hearth.store.names import parse_name
 from hearth.store.profile import ModelProfile
@@ -382,7 +382,7 @@ class ModelManager:
             if must_load:
                 self._load(slot)
             base = slot.future.result()
-            view = ModelView(base, entry.profile)  # loads its adapters (milliseconds)
+            view = _open_view(entry, base)
         except BaseException as error:
             with self._lock:
                 self._forget_entry(slot, entry)
@@ -484,6 +484,14 @@ class ModelManager:
                 self.expire()
             except Exception:
                 log.exception("unloading expired models failed")
+
+
+def _open_view(entry: ModelEntry, base: BaseModel) -> ModelView:
+    """The entry's view of ``base``: loads its adapters (milliseconds)."""
+    try:
+        return ModelView(base, entry.profile)
+    except ModelLoadError as error:  # say which model: the adapter's file is a blob name
+        raise ModelLoadError(f"{entry.name}: {error}") from None
 
 
 def _status(slot: BaseSlot, entry: ModelEntry, base: BaseModel, now: float) -> LoadedModelStatus:

@@ -106,7 +106,13 @@ class JobStore:
         path = self.folder(job_id) / "loss.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        points = []
+        for line in path.read_text().splitlines():
+            try:
+                points.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short when the job was killed
+        return points
 
     def log_tail(self, job_id: str, lines: int = 50) -> builtins.list[str]:
         path = self.folder(job_id) / "log.txt"

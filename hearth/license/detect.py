@@ -98,8 +98,9 @@ def detect(store: Store, model: LocalModel) -> Detection:
 def gather_evidence(store: Store, model: LocalModel) -> list[Evidence]:
     catalogue = load_catalogue()
     evidence = list(_catalogue_evidence(model.info.source, catalogue))
-    if model.info.license_id:
-        evidence.append(identifier("config", "license_id", model.info.license_id, catalogue))
+    recorded = model.info.license_id or ""
+    if recorded.strip().lower() not in PLACEHOLDERS:
+        evidence.append(identifier("config", "license_id", recorded, catalogue))
     evidence += gguf_evidence(read_gguf_license(model.model_path), catalogue)
     card = store.read_layer(model, MediaType.CARD)
     if card is not None:

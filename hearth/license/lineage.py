@@ -3,8 +3,9 @@
 ``hearth quantize``, ``hearth create`` and fine-tuning add a small JSON layer
 (:data:`LICENSE_RECORD`) to the model they derive: the license id and version the base was
 under, what that was detected from, and the lineage (one :class:`LineageStep` per derivation,
-oldest first). A derivative of a derivative extends its base's record, so the chain survives
-even when the base is deleted, pushed or exported without it. When the terms require a notice
+oldest first; no timestamps, so the same recipe gives the same layers). A derivative of a
+derivative extends its base's record, so the chain survives even when the base is deleted,
+pushed or exported without it. When the terms require a notice
 with every copy (Gemma §3.1, Llama §1.b.iii), a :data:`NOTICE` text layer is added too, so
 ``push`` and ``export`` carry it.
 
@@ -20,18 +21,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hearth.errors import StoreError
 from hearth.license.terms import load_catalogue
+from hearth.store.manifest import MediaType
 
 if TYPE_CHECKING:
     from hearth.store.manifest import Descriptor
     from hearth.store.store import LocalModel, Store
 
-LICENSE_RECORD = "application/vnd.hearth.model.license-record+json"
-NOTICE = "application/vnd.hearth.model.notice.txt"
+LICENSE_RECORD = MediaType.LICENSE_RECORD
+NOTICE = MediaType.NOTICE
 STEP_KINDS = ("quantize", "create", "finetune", "merge")
 
 
@@ -39,15 +40,13 @@ STEP_KINDS = ("quantize", "create", "finetune", "merge")
 class LineageStep:
     kind: str  # one of STEP_KINDS
     base: str  # the base model's name when the step ran
-    base_digest: str  # its manifest digest (its ID)
-    at: str  # ISO 8601, UTC
+    base_digest: str  # its manifest digest (its ID); when: the derivative's config says
 
     @classmethod
     def now(cls, kind: str, base: LocalModel) -> LineageStep:
         if kind not in STEP_KINDS:
             raise ValueError(f"lineage step must be one of {', '.join(STEP_KINDS)}, got {kind!r}")
-        at = datetime.now(UTC).isoformat(timespec="seconds")
-        return cls(kind, str(base.name), base.manifest_digest, at)
+        return cls(kind, str(base.name), base.manifest_digest)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from hearth.config import load_policy_table
-from hearth.errors import ConfigError
+from hearth.errors import ConfigError, InvalidNameError
 from hearth.license.terms import LicenseTerms, OutputTraining, Trigger
 from hearth.license.uses import check_uses
+from hearth.store.names import parse_name
 
 POLICY_KEYS = (
     "commercial_use",
@@ -28,7 +29,7 @@ POLICY_KEYS = (
     "allow",
     "deny",
 )
-POLICY_CLAUSE = "hearth.toml [policy]"
+POLICY_CLAUSE = "hearth.toml policy"  # no brackets: the CLI prints errors with rich markup
 
 
 class Decision(IntEnum):
@@ -66,11 +67,11 @@ class Policy:
     @classmethod
     def from_table(cls, table: Mapping[str, Any], origin: str) -> Policy:
         """Validate a ``[policy]`` table; ConfigError names ``origin`` and the key."""
-        where = f"{origin}: [policy]"
+        where = f"{origin}: policy."
         unknown = sorted(set(table) - set(POLICY_KEYS))
         if unknown:
             raise ConfigError(
-                f"{where} has unknown key {unknown[0]!r} (known: {', '.join(POLICY_KEYS)})"
+                f"{where}{unknown[0]} is not a policy key (known: {', '.join(POLICY_KEYS)})"
             )
         try:
             return cls(
@@ -84,12 +85,14 @@ class Policy:
                 declared=bool(table),
             )
         except ValueError as error:
-            raise ConfigError(f"{where} {error}") from None
+            raise ConfigError(f"{where}{error}") from None
 
     def lists(self, key: str, model: str, license_id: str) -> bool:
-        entries = {entry.lower() for entry in (self.allow if key == "allow" else self.deny)}
-        short = model.removeprefix("hearth.local/library/").lower()
-        return bool(entries & {model.lower(), short, license_id.lower()})
+        """Whether ``allow`` or ``deny`` names the model (any spelling of its name) or its
+        license id."""
+        listed = self.allow if key == "allow" else self.deny
+        entries = {entry.lower() for entry in listed} | {_canonical(entry) for entry in listed}
+        return bool(entries & {_canonical(model), license_id.lower()})
 
     def as_dict(self) -> dict[str, Any]:
         return {key: _plain(getattr(self, key)) for key in POLICY_KEYS} | {
@@ -136,12 +139,12 @@ class Subject:
 def decide(subject: Subject, policy: Policy) -> Verdict:
     terms = subject.terms
     if policy.lists("deny", subject.model, terms.id):
-        return Verdict(Decision.DENIED, "listed in deny", f"{POLICY_CLAUSE} deny")
+        return Verdict(Decision.DENIED, "listed in deny", f"{POLICY_CLAUSE}.deny")
     findings = _findings(subject, policy)
     obligations = tuple(_obligations(subject, policy))
     if policy.lists("allow", subject.model, terms.id):
         kept = Decision.OBLIGATIONS if obligations else Decision.ALLOWED
-        return Verdict(kept, "listed in allow", f"{POLICY_CLAUSE} allow", findings, obligations)
+        return Verdict(kept, "listed in allow", f"{POLICY_CLAUSE}.allow", findings, obligations)
     if subject.accepted_by:
         note = f"accepted by {subject.accepted_by}"
         findings = tuple(
@@ -160,11 +163,12 @@ def _verdict(
     if worst > Decision.OBLIGATIONS:
         first = next(f for f in findings if f.decision is worst)
         return Verdict(worst, first.reason, first.clause, findings, obligations)
-    if obligations or worst is Decision.OBLIGATIONS:
-        first_clause = obligations[0].clause if obligations else findings[0].clause
-        return Verdict(
-            Decision.OBLIGATIONS, "obligations apply", first_clause, findings, obligations
-        )
+    if worst is Decision.OBLIGATIONS:  # a review someone accepted: say so first
+        first = next(f for f in findings if f.decision is worst)
+        return Verdict(worst, first.reason, first.clause, findings, obligations)
+    if obligations:
+        clause = obligations[0].clause
+        return Verdict(Decision.OBLIGATIONS, "obligations apply", clause, findings, obligations)
     return Verdict(
         Decision.ALLOWED, f"{terms.name} permits this use", terms.commercial_use.clause, findings
     )
@@ -283,6 +287,15 @@ def policy_from_file(path: Path) -> Policy:
     if not path.is_file():
         raise ConfigError(f"policy file {path} does not exist")
     return Policy.from_table(load_policy_table(path), str(path))
+
+
+def _canonical(name: str) -> str:
+    """A model name in full (``gemma3:270m`` → ``hearth.local/library/gemma3:270m``)."""
+    try:
+        parsed = parse_name(name)
+    except InvalidNameError:
+        return name.lower()
+    return f"{parsed.host}/{parsed.namespace}/{parsed.name}:{parsed.tag}".lower()
 
 
 def _bool(table: Mapping[str, Any], key: str, default: bool) -> bool:

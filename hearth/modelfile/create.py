@@ -66,9 +66,12 @@ def create_model(
     with store.locked():
         layers = _layers(store, base, recipe, stored_params, say)
         if base.model is not None:  # the base's terms, plus this step in the lineage
-            step = LineageStep.now("create", base.model)
+            tuned = any(kind == MediaType.LINEAGE for kind, _ in extra_layers)  # a fine-tune's
+            step = LineageStep.now("finetune" if tuned else "create", base.model)
             layers = derived_layers(store, base.model, layers, step)
-        layers += [store.add_text_layer(kind, text) for kind, text in extra_layers]
+        extras = [store.add_text_layer(kind, text) for kind, text in extra_layers]
+        replaced = {layer.media_type for layer in extras}  # a new lineage replaces the base's
+        layers = _ordered([layer for layer in layers if layer.media_type not in replaced] + extras)
         config = _new_config(store, base, recipe)
         say("writing manifest")
         model = store.commit(name, config, layers)
@@ -185,7 +188,7 @@ def _layers(
         )
     for text in recipe.licenses:
         added.append(store.add_text_layer(MediaType.LICENSE, text))
-    return _ordered([*kept, *added])
+    return [*kept, *added]
 
 
 def _replaced(layer: Descriptor, recipe: Recipe, parameters: dict[str, object]) -> bool:
@@ -209,6 +212,9 @@ _ORDER = (
     MediaType.PARAMS,
     MediaType.MESSAGES,
     MediaType.LICENSE,
+    MediaType.NOTICE,
+    MediaType.LICENSE_RECORD,
+    MediaType.LINEAGE,
     MediaType.CARD,
 )
 

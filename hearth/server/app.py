@@ -13,9 +13,15 @@ from hearth import __version__
 from hearth.config import Settings
 from hearth.db import open_database
 from hearth.engine.manager import ModelManager
+from hearth.server.anthropic.routes import router as anthropic_router
 from hearth.server.auth import authenticate
 from hearth.server.embedders import EmbedderPool
-from hearth.server.errors import install_error_handlers, openai_error
+from hearth.server.errors import (
+    anthropic_error,
+    install_error_handlers,
+    is_anthropic_path,
+    openai_error,
+)
 from hearth.server.finetune_api import router as finetune_router
 from hearth.server.keys import KeyStore
 from hearth.server.licenses_api import router as licenses_router
@@ -24,6 +30,8 @@ from hearth.server.ollama.create import router as create_router
 from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
 from hearth.server.registry_api import install_registry_api
+from hearth.server.rerank import router as rerank_router
+from hearth.server.responses.routes import router as responses_router
 from hearth.server.usage import UsageLog
 from hearth.store import Store
 
@@ -66,9 +74,10 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return openai_error(
-                413, f"request body over {MAX_BODY_BYTES} bytes", type_="invalid_request_error"
-            )
+            message = f"request body over {MAX_BODY_BYTES} bytes"
+            if is_anthropic_path(request.url.path):
+                return anthropic_error(413, message)
+            return openai_error(413, message, type_="invalid_request_error")
         return await call_next(request)
 
     @app.get("/health")
@@ -91,6 +100,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_router)
+    app.include_router(responses_router)
+    app.include_router(anthropic_router)
+    app.include_router(rerank_router)
     app.include_router(ollama_router)
     install_registry_api(app)
     app.include_router(create_router)

@@ -1,7 +1,8 @@
 """One place that maps Hearth's exceptions to HTTP status codes and wire error objects.
 
 OpenAI routes answer ``{"error": {"message", "type", "param", "code"}}``; Ollama routes (from
-the server issue's Ollama part on) answer ``{"error": "..."}``.
+the server issue's Ollama part on) answer ``{"error": "..."}``; Anthropic routes (/v1/messages)
+answer ``{"type": "error", "error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
@@ -85,12 +86,39 @@ def _is_ollama(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    type_ = ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    body = {"type": "error", "error": {"type": type_, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path.startswith("/v1/messages")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.HearthError)
     async def hearth_error(request: Request, error: errors.HearthError) -> JSONResponse:
         if _is_ollama(request):
             status = classify(error).status
             return ollama_error(503 if status == 429 else status, str(error))
+        if is_anthropic_path(request.url.path):
+            status = classify(error).status
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 429 else None
+            return anthropic_error(status, str(error), retry)
         return response_for(error)
 
     @app.exception_handler(RequestValidationError)
@@ -100,6 +128,10 @@ def install_error_handlers(app: FastAPI) -> None:
         param = ".".join(location) or None
         if _is_ollama(request):
             return ollama_error(400, f"{param or 'body'}: {first.get('msg', 'invalid value')}")
+        if is_anthropic_path(request.url.path):
+            if first.get("type") == "json_invalid":
+                return anthropic_error(400, "the request body is not valid JSON")
+            return anthropic_error(400, f"{param or 'body'}: {first.get('msg', 'invalid value')}")
         if first.get("type") == "json_invalid":
             return openai_error(
                 400,
@@ -116,5 +148,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         if _is_ollama(request):
             return ollama_error(error.status_code, str(error.detail))
+        if is_anthropic_path(request.url.path):
+            return anthropic_error(error.status_code, str(error.detail))
         type_ = "invalid_request_error" if error.status_code < 500 else "server_error"
         return openai_error(error.status_code, str(error.detail), type_=type_)

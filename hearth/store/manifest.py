@@ -38,8 +38,24 @@ class MediaType:
     LICENSE = "application/vnd.hearth.model.license.txt"
     CARD = "application/vnd.hearth.model.card.md"  # a converted model's README.md
     LINEAGE = "application/vnd.hearth.model.lineage+json"  # how a fine-tune was made
+    LICENSE_RECORD = "application/vnd.hearth.model.license-record+json"  # a derivative's terms
+    NOTICE = "application/vnd.hearth.model.notice.txt"  # a notice the license says to carry
 
-    LAYERS = frozenset({MODEL, ADAPTER, TEMPLATE, PARAMS, SYSTEM, MESSAGES, LICENSE, CARD, LINEAGE})
+    LAYERS = frozenset(
+        {
+            MODEL,
+            ADAPTER,
+            TEMPLATE,
+            PARAMS,
+            SYSTEM,
+            MESSAGES,
+            LICENSE,
+            CARD,
+            LINEAGE,
+            LICENSE_RECORD,
+            NOTICE,
+        }
+    )
 
 
 class _Invalid(ValueError):

@@ -30,7 +30,6 @@ from hearth.errors import (
     ModelNotFoundError,
     StoreError,
 )
-from hearth.license.lineage import LineageStep, derived_layers
 from hearth.log import get_logger
 from hearth.store.blobs import Blob, BlobStore, Progress, fsync_dir
 from hearth.store.catalogue import CatalogueEntry, PackageFormat, catalogue_names, find_entry
@@ -606,6 +605,8 @@ class Store:
             _model_layer(blob, title) if layer.media_type == MediaType.MODEL else layer
             for layer in layers
         ]
+        from hearth.license.lineage import LineageStep, derived_layers  # reads the store: late
+
         layers = derived_layers(self, source, layers, LineageStep.now("quantize", source))
         config = ModelConfig.from_json(self._read_blob(source.name, source.manifest.config.digest))
         config = replace(

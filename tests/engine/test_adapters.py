@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -342,12 +343,14 @@ def tokens_of(generation: Generation) -> list[int]:
 def test_an_adapter_in_use_outlives_its_model_until_the_request_ends(
     manager: ModelManager,
 ) -> None:
-    with manager.acquire("tiny") as plain:
+    with manager.acquire("tiny") as plain, ExitStack() as lease:
+        tuned = lease.enter_context(manager.acquire("tuned-a"))  # loads the adapter
+        adapter = tuned.adapters[0]
         with DECODE_LOCK:  # the engine cannot finish the request while we look
-            with manager.acquire("tuned-a") as tuned:
-                generation = tuned.complete("slow", GREEDY)
-                adapter = tuned.adapters[0]
-            manager.unload("tuned-a")
+            generation = tuned.complete("slow", GREEDY)
+            lease.close()
+            assert manager.unload("tuned-a")
+            assert full("tuned-a") not in [s.name for s in manager.loaded()]
             assert adapter in plain.base.loaded_adapters  # the request still holds it
         assert len(tokens_of(generation)) == GREEDY.max_tokens
         assert adapter not in plain.base.loaded_adapters
@@ -359,7 +362,12 @@ def test_an_adapter_for_another_shape_fails_that_model_only(
     wrong = write_tiny_lora(tmp_path / "wrong.gguf", TinyModelSpec(n_embd=32, n_ff=64))
     create(store, "wrong", wrong, tmp_path)
     with manager.acquire("tuned-a") as tuned:
-        with pytest.raises(ModelLoadError, match=r"wrong\.gguf"), manager.acquire("wrong"):
+        with (
+            pytest.raises(
+                ModelLoadError, match=r"wrong:latest: llama\.cpp could not load the LoRA"
+            ),
+            manager.acquire("wrong"),
+        ):
             pass
         assert tokens_of(tuned.complete("fine", GREEDY))
     assert [s.name for s in manager.loaded()] == [full("tuned-a")]

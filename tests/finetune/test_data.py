@@ -82,7 +82,11 @@ def test_loss_only_on_the_completion_and_eos_appended(tokenizer: Any) -> None:
     example = ds.parse_example(1, {"prompt": "Q: ", "completion": "hi"})
     tokenized = ds.tokenize_example(example, tokenizer)
     assert tokenized.input_ids[-1] == tokenizer.eos_token_id
-    trained = [t for t, label in zip(tokenized.input_ids, tokenized.labels) if label != ds.IGNORE]
+    trained = [
+        t
+        for t, label in zip(tokenized.input_ids, tokenized.labels, strict=True)
+        if label != ds.IGNORE
+    ]
     assert tokenizer.decode(trained[:-1]) == "hi"
     assert trained[-1] == tokenizer.eos_token_id
 
@@ -97,7 +101,11 @@ def test_chat_masks_everything_but_assistant_turns(tokenizer: Any) -> None:
     ]
     example = ds.parse_example(3, {"messages": messages})
     tokenized = ds.tokenize_example(example, tokenizer)
-    trained = [t for t, label in zip(tokenized.input_ids, tokenized.labels) if label != ds.IGNORE]
+    trained = [
+        t
+        for t, label in zip(tokenized.input_ids, tokenized.labels, strict=True)
+        if label != ds.IGNORE
+    ]
     text = tokenizer.decode(trained)
     assert "Hello" in text and "Later" in text
     assert "Hi" not in text and "Bye" not in text and "brief" not in text

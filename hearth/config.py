@@ -123,11 +123,13 @@ class Settings:
     api_key: str = ""
     aliases: Mapping[str, str] = field(default_factory=dict)  # from hearth.toml [aliases]
     policy: Mapping[str, object] = field(default_factory=dict)  # hearth.toml [policy], raw
+    safety: Mapping[str, object] = field(default_factory=dict)  # hearth.toml [safety], raw
     registry_auth: str = ""  # HEARTH_REGISTRY_AUTH
     docker_config: Path = Path("~/.docker/config.json")
     finetune_jobs: int = 1  # HEARTH_FINETUNE_JOBS
     finetune_threads: int = 0  # HEARTH_FINETUNE_THREADS; 0: torch's default
     responses_ttl: float = 3600.0  # HEARTH_RESPONSES_TTL, seconds; 0 keeps none
+    hardware: Hardware | None = None  # hearth.toml [hardware]: what this machine costs
 
     @property
     def blobs_dir(self) -> Path:
@@ -170,11 +172,13 @@ class Settings:
             api_key=source.get("HEARTH_API_KEY", ""),
             aliases=load_aliases(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
             policy=load_policy_table(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
+            safety=load_safety_table(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
             registry_auth=source.get("HEARTH_REGISTRY_AUTH", ""),
             docker_config=Path(get("HEARTH_DOCKER_CONFIG")).expanduser(),
             finetune_jobs=_int(get, "HEARTH_FINETUNE_JOBS", minimum=1),
             finetune_threads=_int(get, "HEARTH_FINETUNE_THREADS", minimum=0),
             responses_ttl=_responses_ttl(get),
+            hardware=load_hardware(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
         )
 
 
@@ -198,6 +202,74 @@ def load_policy_table(path: Path) -> dict[str, object]:
     if not isinstance(policy, dict):
         raise ConfigError(f"{path}: 'policy' must be a table")
     return policy
+
+
+HOURS_PER_MONTH = 730.5  # 365.25 * 24 / 12
+_HARDWARE_KEYS = frozenset(
+    {"cost_per_hour", "purchase_price", "amortisation_months", "watts", "price_per_kwh", "currency"}
+)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What this machine costs to run: ``cost_per_hour`` directly, or an amortised purchase
+    price plus power (``watts`` at ``price_per_kwh``), in ``currency``."""
+
+    cost_per_hour: float
+    currency: str = "USD"
+    basis: str = ""  # how the hourly cost was worked out, for `hearth cost`
+
+
+def load_hardware(path: Path) -> Hardware | None:
+    """``[hardware]`` of hearth.toml, None when absent; ConfigError naming a bad value."""
+    table = _read_toml(path).get("hardware")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'hardware' must be a table")
+    unknown = sorted(set(table) - _HARDWARE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: [hardware] has unknown keys: {', '.join(unknown)}")
+    currency = table.get("currency", "USD")
+    if not isinstance(currency, str) or not currency.strip():
+        raise ConfigError(f'{path}: [hardware] currency must be a name such as "USD"')
+    values = {k: _cost_number(path, k, v) for k, v in table.items() if k != "currency"}
+    if "cost_per_hour" in values:
+        hourly = values["cost_per_hour"]
+        return Hardware(hourly, currency, f"{hourly:g} {currency} per hour")
+    return _amortised(path, values, currency)
+
+
+def _amortised(path: Path, values: dict[str, float], currency: str) -> Hardware:
+    if "purchase_price" not in values or not values.get("amortisation_months"):
+        raise ConfigError(
+            f"{path}: [hardware] needs cost_per_hour, or purchase_price and amortisation_months"
+            " (above 0), optionally with watts and price_per_kwh"
+        )
+    if ("watts" in values) != ("price_per_kwh" in values):
+        raise ConfigError(f"{path}: [hardware] watts and price_per_kwh go together")
+    machine = values["purchase_price"] / (values["amortisation_months"] * HOURS_PER_MONTH)
+    power = values.get("watts", 0.0) / 1000 * values.get("price_per_kwh", 0.0)
+    basis = (
+        f"{values['purchase_price']:g} {currency} over {values['amortisation_months']:g} months"
+        f" + {values.get('watts', 0.0):g} W at {values.get('price_per_kwh', 0.0):g} per kWh"
+    )
+    return Hardware(machine + power, currency, basis)
+
+
+def _cost_number(path: Path, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(f"{path}: [hardware] {key} must be a number of at least 0, not {value!r}")
+    return float(value)
+
+
+def load_safety_table(path: Path) -> dict[str, object]:
+    """``[safety]`` of hearth.toml, unvalidated: hearth.safety.SafetyConfig.from_table checks it
+    (and compiles its patterns) when the server starts."""
+    safety = _read_toml(path).get("safety", {})
+    if not isinstance(safety, dict):
+        raise ConfigError(f"{path}: 'safety' must be a table")
+    return safety
 
 
 def _read_toml(path: Path) -> dict[str, object]:

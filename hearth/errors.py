@@ -5,6 +5,7 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
 
     HearthError
     ├── ConfigError                 a setting or config file is invalid
+    │   └── UnsafePatternError      a safety regular expression is invalid or risks catastrophic backtracking
     ├── ValidationError             a request parameter is out of range (names the parameter)
     ├── ModelNotFoundError          no model by that name (suggests close matches)
     ├── InvalidNameError            a model name or reference cannot be parsed
@@ -22,6 +23,8 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     ├── AuthenticationError         no API key, or an unknown, revoked or expired one (HTTP 401)
     ├── PermissionDeniedError       a valid API key that may not use this model (HTTP 403)
     │   └── LicenseDeniedError      the license policy refuses a model (says which clause)
+    ├── QuotaExceededError          a key or team is over a rate limit, quota or budget (HTTP 429)
+    ├── ContentFilteredError        the safety pipeline refused a request's input (names the rule; HTTP 400)
     ├── DatabaseError               the keys/usage database cannot be reached or used
     ├── FinetuneError               a fine-tune cannot start, continue or be registered (says why)
     │   ├── DatasetError            training data has bad lines (each listed with its number)
@@ -43,6 +46,11 @@ class HearthError(Exception):
 
 class ConfigError(HearthError):
     pass
+
+
+class UnsafePatternError(ConfigError):
+    """A blocklist entry or regular expression in hearth.toml [safety] is refused: invalid, or
+    a construct that backtracks catastrophically (the message says where and why)."""
 
 
 class ValidationError(HearthError, ValueError):
@@ -122,6 +130,25 @@ class PermissionDeniedError(HearthError):
 class LicenseDeniedError(PermissionDeniedError):
     """The organisation's license policy (hearth.toml [policy]) refuses this model; the message
     names the decision and the clause that decided it."""
+
+
+class ContentFilteredError(HearthError):
+    """The safety pipeline blocked a request's input; ``rule`` names the rule that fired."""
+
+    def __init__(self, rule: str, direction: str = "input") -> None:
+        self.rule = rule
+        self.direction = direction
+        super().__init__(f"the request's {direction} was blocked by safety rule {rule!r}")
+
+
+class QuotaExceededError(HearthError):
+    """A key or team is over ``limit`` (``rpm``, ``monthly_tokens``, ...); the client may
+    retry after ``retry_after`` seconds (sent as the Retry-After header)."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: int) -> None:
+        self.limit = limit
+        self.retry_after = max(1, retry_after)
+        super().__init__(message)
 
 
 class DatabaseError(HearthError):

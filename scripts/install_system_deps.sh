@@ -4,6 +4,8 @@
 #   (tests/postgres.py).
 # - docker-registry (a real OCI registry, /usr/bin/docker-registry) and apache2-utils (htpasswd,
 #   for its bcrypt basic-auth file): the registry push/pull tests (tests/registry_server.py).
+# - chromium (/usr/bin/chromium): the dashboard's browser tests (tests/ui/, driven by Playwright's
+#   Python package with this browser; no `playwright install` download).
 # Without them those tests skip; everything else still runs.
 # Usage: scripts/install_system_deps.sh   (make setup-dev runs it)
 set -euo pipefail
@@ -16,6 +18,7 @@ missing=()
 have_postgres || missing+=(postgresql)
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -21,6 +21,15 @@ from rich.table import Table
 
 from hearth.cli.console import err, out
 from hearth.cli.store_cmds import relative_time
+from hearth.cli.teams_cmds import (
+    BudgetOption,
+    ConcurrentOption,
+    DailyOption,
+    MonthlyOption,
+    RpmOption,
+    TpmOption,
+    parse_limits,
+)
 from hearth.config import get_settings
 from hearth.units import parse_moment
 
@@ -47,11 +56,23 @@ def create(
         str | None, typer.Option(help="When it stops working: 30d, 12h, 2w, or a date (UTC)")
     ] = None,
     team: Annotated[str | None, typer.Option(help="Team the key belongs to")] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="May log in to the dashboard (/ui) and manage keys")
+    ] = False,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    daily_tokens: DailyOption = None,
+    monthly_tokens: MonthlyOption = None,
+    concurrent: ConcurrentOption = None,
+    monthly_budget: BudgetOption = None,
 ) -> None:
     """Create an API key and print its secret (shown this once only)."""
     when = None if expires is None else parse_moment(expires, "expires", now=_now())
+    limits, _ = parse_limits(rpm, tpm, daily_tokens, monthly_tokens, concurrent, monthly_budget)
     with _key_store() as keys:
-        created = keys.create(name, models=_split(models), expires=when, team=team)
+        created = keys.create(
+            name, models=_split(models), expires=when, team=team, admin=admin, limits=limits
+        )
     err.print(f"created API key {name!r} ({created.info.prefix}...)", markup=False)
     out.print(created.secret, markup=False, emoji=False, soft_wrap=True)
     err.print("[bold yellow]Store this secret now: it is shown only once and cannot be recovered.")

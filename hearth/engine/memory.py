@@ -1,7 +1,7 @@
 """How much memory a model will take once loaded, estimated from its GGUF metadata beforehand.
 
-The estimate follows what llama.cpp allocates for the context :class:`LLM` creates: one unified
-KV cache for ``n_seq_max = max_seqs + cache_seqs`` sequences, ``n_ubatch = n_batch``, flash
+The estimate follows what llama.cpp allocates for the context a :class:`BaseModel` creates: one
+unified KV cache for ``n_seq_max = max_seqs + cache_seqs`` sequences, ``n_ubatch = n_batch``, flash
 attention on "auto" (which CPU builds turn on), a full-size sliding-window cache only when the
 prefix cache is on (``cache_seqs > 0``):
 
@@ -78,12 +78,12 @@ def estimate_for_shape(shape: ModelShape, weights: int, config: EngineConfig) ->
 
 
 def sequences(config: EngineConfig) -> int:
-    """llama.cpp's n_seq_max: live sequences plus those the prefix cache keeps (as LLM does)."""
+    """llama.cpp's n_seq_max: live sequences plus those the prefix cache keeps (BaseModel's)."""
     return config.max_seqs + config.cache_seqs
 
 
 def swa_full(config: EngineConfig) -> bool:
-    """Whether sliding-window layers get full-size caches: LLM asks for it when the prefix
+    """Whether sliding-window layers get full-size caches: BaseModel asks for it when the prefix
     cache is on (a cached prefix must keep every position)."""
     return config.cache_seqs > 0
 

@@ -8,7 +8,7 @@ llama.cpp sampler chain.
 LoRA adapters are loaded on the model when a first user retains them (a model view, a request)
 and freed when the last one releases them; before each decode the context gets the step's
 adapter set, only when it differs from the one it has (llama.cpp then re-reserves its compute
-graph, a few milliseconds). Every llama.cpp call on the model or the context runs under
+graph before the next decode). Every llama.cpp call on the model or the context runs under
 ``DECODE_LOCK``, so loading or freeing an adapter never overlaps a decode.
 """
 

@@ -63,7 +63,7 @@ def held_out_loss(
 
 
 def greedy_answers(
-    model: Any, tokenizer: Any, cases: Sequence[PromptCase], max_new_tokens: int = 48
+    model: Any, tokenizer: Any, cases: Sequence[PromptCase], max_new_tokens: int = 32
 ) -> list[str]:
     """Greedy continuations (up to EOS or ``max_new_tokens``), decoded."""
     return [

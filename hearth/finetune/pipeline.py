@@ -67,9 +67,20 @@ def check_name(store: Store, spec: JobSpec) -> None:
         )
 
 
+def check_base(store: Store, base: LocalModel) -> None:
+    """Trainable here, and not denied by the license policy (hearth.toml [policy]): the
+    fine-tune inherits the base's terms."""
+    from hearth.license import check_serving
+    from hearth.license.report import policy_of
+
+    check_trainable(base)
+    check_serving(store, base, policy_of(store.settings))
+
+
 def preflight(store: Store, spec: JobSpec) -> None:
-    """The checks that need no model loaded: base trainable, name free, every data line good."""
-    check_trainable(store.ensure(spec.base))
+    """The checks that need no model loaded: base trainable and allowed, name free, every data
+    line good."""
+    check_base(store, store.ensure(spec.base))
     check_name(store, spec)
     ds.load_examples(spec.data_path)
     if spec.eval_data:
@@ -91,7 +102,7 @@ def run_finetune(
 
     options = spec.options
     base_model = store.ensure(spec.base)
-    check_trainable(base_model)
+    check_base(store, base_model)
     check_name(store, spec)
     examples = ds.load_examples(spec.data_path)
     if spec.eval_data:

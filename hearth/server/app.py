@@ -13,6 +13,7 @@ from hearth import __version__
 from hearth.config import Settings
 from hearth.db import open_database
 from hearth.engine.manager import ModelManager
+from hearth.safety import AuditLog, SafetyConfig, SafetyService
 from hearth.server.anthropic.routes import router as anthropic_router
 from hearth.server.auth import authenticate
 from hearth.server.embedders import EmbedderPool
@@ -29,9 +30,11 @@ from hearth.server.metrics import Metrics
 from hearth.server.ollama.create import router as create_router
 from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
+from hearth.server.quotas import Quotas
 from hearth.server.registry_api import install_registry_api
 from hearth.server.rerank import router as rerank_router
 from hearth.server.responses.routes import router as responses_router
+from hearth.server.ui import install_dashboard
 from hearth.server.usage import UsageLog
 from hearth.store import Store
 
@@ -40,6 +43,7 @@ MAX_BODY_BYTES = 8 * 2**20
 
 def create_app(settings: Settings, manager: ModelManager | None = None) -> FastAPI:
     """The app; it creates (and closes) its own ModelManager unless one is given."""
+    safety = SafetyConfig.from_table(settings.safety, str(settings.home / "hearth.toml"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,14 +53,18 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
         app.state.embedders = EmbedderPool(app.state.manager)
         app.state.metrics = Metrics(app.state.manager)
         database = open_database(settings)
+        app.state.database = database  # the dashboard reads usage rows from it
         app.state.keys = KeyStore(database)
         app.state.usage = UsageLog(database)
+        app.state.quotas = Quotas(database, app.state.keys, app.state.usage, settings.hardware)
+        app.state.safety = SafetyService(safety, AuditLog(database), app.state.manager)
         if owned:
             app.state.manager.start_reaper()
         try:
             yield
         finally:
             app.state.usage.close()  # every usage record reaches the database
+            app.state.safety.audit.close()  # and every safety decision
             database.dispose()  # close pooled connections (PostgreSQL would keep them open)
             app.state.embedders.close()
             if owned:
@@ -108,4 +116,5 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
     app.include_router(create_router)
     app.include_router(licenses_router)
     app.include_router(finetune_router)
+    install_dashboard(app)  # /ui: pages, /ui/api, their security headers
     return app

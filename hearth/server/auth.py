@@ -13,8 +13,10 @@ import asyncio
 from fastapi import Request
 
 from hearth.server.keys import KeyInfo, KeyStore
+from hearth.server.quotas import admit
 
 OPEN_PATHS = frozenset({"/health"})
+DASHBOARD_PREFIX = "/ui"  # its pages and /ui/api check their own session cookie (hearth/server/ui)
 
 
 def presented_secret(request: Request) -> str | None:
@@ -28,12 +30,14 @@ def presented_secret(request: Request) -> str | None:
 async def authenticate(request: Request) -> None:
     """FastAPI dependency: sets ``request.state.key`` (None when keys are not in use)."""
     request.state.key = None
-    if request.url.path in OPEN_PATHS:
+    path = request.url.path
+    if path in OPEN_PATHS or path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/"):
         return
     keys: KeyStore = request.app.state.keys
     if not await _keys_required(request, keys):
         return
     request.state.key = await asyncio.to_thread(keys.verify, presented_secret(request))
+    await admit(request, request.state.key)  # rate limits, quotas, budgets (429)
 
 
 async def _keys_required(request: Request, keys: KeyStore) -> bool:

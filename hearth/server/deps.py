@@ -17,10 +17,12 @@ from hearth.engine.llm import ModelView
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
+from hearth.safety import Gate, SafetyService
 from hearth.server.auth import check_model, key_name
 from hearth.server.embedders import EmbedderPool
 from hearth.server.licenses_api import check_license
 from hearth.server.metrics import Metrics, Observation
+from hearth.server.quotas import metered, note_usage
 from hearth.server.usage import UsageLog, UsageRecord
 
 T = TypeVar("T")
@@ -44,6 +46,12 @@ def requested_model(request: Request, name: str) -> str:
     check_model(request, model)
     check_license(request, model)  # a model the license policy denies is never loaded
     return model
+
+
+def safety_gate(request: Request, model: str, endpoint: str) -> Gate:
+    """The safety checks (hearth.toml [safety]) for this request's key and ``model``."""
+    safety: SafetyService = request.app.state.safety
+    return safety.gate(key_name(request), model, endpoint)
 
 
 def embedders_of(request: Request) -> EmbedderPool:
@@ -75,7 +83,7 @@ async def lease_and_start(
     stack = AsyncExitStack()
     try:
         llm = await stack.enter_async_context(model_lease(manager, name, keep_alive))
-        return stack, llm, start(llm)
+        return stack, llm, start(metered(llm, stack))  # quota reserved before the engine
     except BaseException:
         await stack.aclose()
         raise
@@ -183,5 +191,7 @@ def observe(request: Request, model: str, endpoint: str) -> Observation:
                 error=error,
             )
         )
+        used = len(engine_request.prompt_tokens) + len(engine_request.output_tokens)
+        note_usage(request, model, used)  # settles the request's quota reservation
 
     return Observation(metrics, model, endpoint, record)

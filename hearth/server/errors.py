@@ -35,6 +35,7 @@ def classify(error: errors.HearthError) -> WireError:
             WireError(400, "invalid_request_error", "context_length_exceeded"),
         ),
         (errors.TemplateError, WireError(400, "invalid_request_error", "template_error")),
+        (errors.ContentFilteredError, WireError(400, "invalid_request_error", "content_filter")),
         (errors.InvalidNameError, WireError(400, "invalid_request_error", "invalid_model_name")),
         (errors.ModelfileError, WireError(400, "invalid_request_error", "invalid_modelfile")),
         (errors.InvalidDigestError, WireError(400, "invalid_request_error", "invalid_digest")),
@@ -48,6 +49,7 @@ def classify(error: errors.HearthError) -> WireError:
         (errors.SourceUnavailableError, WireError(404, "invalid_request_error", "model_not_found")),
         (errors.AuthenticationError, WireError(401, "authentication_error", "invalid_api_key")),
         (errors.PermissionDeniedError, WireError(403, "permission_error", "model_not_allowed")),
+        (errors.QuotaExceededError, WireError(429, "rate_limit_error", "rate_limit_exceeded")),
         (errors.DatabaseError, WireError(503, "server_error", "database_unavailable")),
     ]
     for kind, wire in table:
@@ -72,14 +74,21 @@ def openai_error(
 def response_for(error: errors.HearthError) -> JSONResponse:
     wire = classify(error)
     param = error.param if isinstance(error, errors.ValidationError) else None
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if wire.status == 429 else None
+    headers = {"Retry-After": str(retry_after(error))} if wire.status == 429 else None
     return openai_error(
         wire.status, str(error), type_=wire.type, param=param, code=wire.code, headers=headers
     )
 
 
-def ollama_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def retry_after(error: errors.HearthError) -> int:
+    """Seconds a client should wait: a quota says when it frees up; the queue, one second."""
+    return (
+        error.retry_after if isinstance(error, errors.QuotaExceededError) else RETRY_AFTER_SECONDS
+    )
+
+
+def ollama_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _is_ollama(request: Request) -> bool:
@@ -114,10 +123,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def hearth_error(request: Request, error: errors.HearthError) -> JSONResponse:
         if _is_ollama(request):
             status = classify(error).status
+            if isinstance(error, errors.QuotaExceededError):  # a limit, not a full queue
+                return ollama_error(429, str(error), {"Retry-After": str(error.retry_after)})
             return ollama_error(503 if status == 429 else status, str(error))
         if is_anthropic_path(request.url.path):
             status = classify(error).status
-            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 429 else None
+            retry = {"Retry-After": str(retry_after(error))} if status == 429 else None
             return anthropic_error(status, str(error), retry)
         return response_for(error)
 

@@ -24,16 +24,23 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Literal
 
-from sqlalchemy import JSON, Engine, String, exists, or_, select
+from sqlalchemy import JSON, Boolean, Engine, String, exists, false, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hearth.db import Base, Sessions, UTCDateTime, utcnow
+from hearth.db import Base, UTCDateTime, utcnow
 from hearth.errors import (
     AuthenticationError,
     InvalidNameError,
     PermissionDeniedError,
     ValidationError,
+)
+from hearth.governance.limits import Limits
+from hearth.governance.store import (
+    LimitColumns,
+    UpgradingSessions,
+    limits_of,
+    store_limits,
 )
 from hearth.store.names import parse_name
 
@@ -48,7 +55,7 @@ KeyStatus = Literal["active", "revoked", "expired"]
 Clock = Callable[[], datetime]
 
 
-class ApiKeyRow(Base):
+class ApiKeyRow(LimitColumns, Base):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -61,6 +68,8 @@ class ApiKeyRow(Base):
     expires: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # May log in to the dashboard (/ui) and manage keys there.
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class KeyInfo:
     expires: datetime | None
     revoked: datetime | None
     last_used: datetime | None
+    admin: bool = False  # may log in to the dashboard
+    limits: Limits = field(default_factory=Limits)  # its own limits (its team's apply too)
 
     def status(self, now: datetime) -> KeyStatus:
         if self.revoked is not None:
@@ -96,7 +107,7 @@ class KeyStore:
     """API keys in the database behind ``engine`` (table ``api_keys``, created on first use)."""
 
     def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
-        self._sessions = Sessions(engine, ApiKeyRow.__table__)  # type: ignore[arg-type]
+        self._sessions = UpgradingSessions(engine, ApiKeyRow.__table__)  # type: ignore[arg-type]
         self._clock = clock
 
     def create(
@@ -106,6 +117,8 @@ class KeyStore:
         models: Sequence[str] | None,
         expires: datetime | None,
         team: str | None = None,
+        admin: bool = False,
+        limits: Limits | None = None,
     ) -> CreatedKey:
         now = self._clock()
         row = ApiKeyRow(
@@ -114,7 +127,9 @@ class KeyStore:
             team=None if team is None else _checked_name("team", team),
             created=now,
             expires=_checked_expiry(expires, now),
+            admin=admin,
         )
+        store_limits(row, limits or Limits())
         secret = new_secret()
         row.prefix, row.secret_hash = display_prefix(secret), hash_secret(secret)
         try:
@@ -137,6 +152,15 @@ class KeyStore:
             row = _find(session, name_or_prefix)
             if row.revoked is None:
                 row.revoked = self._clock()
+            return _info(row)
+
+    def set_limits(
+        self, name_or_prefix: str, changes: Limits, cleared: frozenset[str] = frozenset()
+    ) -> KeyInfo:
+        """Change some of a key's limits (``cleared`` names limits to remove)."""
+        with self._sessions.begin() as session:
+            row = _find(session, name_or_prefix)
+            store_limits(row, limits_of(row).merged(changes, cleared))
             return _info(row)
 
     def any_active(self) -> bool:
@@ -266,6 +290,8 @@ def _info(row: ApiKeyRow) -> KeyInfo:
         expires=row.expires,
         revoked=row.revoked,
         last_used=row.last_used,
+        admin=bool(row.admin),
+        limits=limits_of(row),
     )
 
 

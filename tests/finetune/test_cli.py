@@ -59,7 +59,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(
     settings: Settings, tiny_store: tuple[Store, LocalModel], tmp_path: Path
 ) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", tiny_facts(8))
-    args = ["finetune", "tiny", "--data", str(data), "--name", "cc", "--max-steps", "200", *TRAIN]
+    args = ["finetune", "tiny", "--data", str(data), "--name", "cc", "--max-steps", "60", *TRAIN]
     process = _cli(settings.home, *args, "--checkpoint-every", "1000")
     jobs = JobStore(settings)
     job_id = _wait_for_steps(jobs, 3)
@@ -76,7 +76,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(
     )
     assert code == 0, text
     points = jobs.losses(job_id)
-    assert [p["step"] for p in points] == list(range(1, 201))  # no step trained twice
+    assert [p["step"] for p in points] == list(range(1, 61))  # no step trained twice
     assert jobs.status(job_id).status == "succeeded"
 
 
@@ -84,7 +84,7 @@ def test_a_killed_detached_job_resumes_from_its_last_checkpoint(
     settings: Settings, tiny_store: tuple[Store, LocalModel], tmp_path: Path
 ) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", tiny_facts(8))
-    args = ["finetune", "tiny", "--data", str(data), "--name", "kd", "--max-steps", "200", *TRAIN]
+    args = ["finetune", "tiny", "--data", str(data), "--name", "kd", "--max-steps", "60", *TRAIN]
     code, text = _finish(_cli(settings.home, *args, "--checkpoint-every", "5", "--detach"))
     assert code == 0 and "started" in text, text
     jobs = JobStore(settings)
@@ -107,5 +107,5 @@ def test_a_killed_detached_job_resumes_from_its_last_checkpoint(
     steps = [p["step"] for p in jobs.losses(job_id)]
     restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
     assert steps[:restart] == list(range(1, restart + 1))
-    assert steps[restart:] == list(range(saved + 1, 201))
+    assert steps[restart:] == list(range(saved + 1, 61))
     assert jobs.status(job_id).status == "succeeded"

@@ -20,16 +20,17 @@ from hearth.engine.request import RequestOutput
 from hearth.engine.tool_stream import ContentDelta, ToolCallStream, ToolStreamEvent
 from hearth.engine.tools import parse_tool_calls
 from hearth.errors import HearthError
+from hearth.safety import CONTENT_FILTER, Gate
 from hearth.server.anthropic import convert
 from hearth.server.anthropic.events import Event, MessageEvents, data
 from hearth.server.anthropic.schemas import CountTokensRequest, MessagesRequest
 from hearth.server.deps import (
-    collect,
     lease_and_start,
     manager_of,
     model_lease,
     observe,
     requested_model,
+    safety_gate,
     stream_outputs,
 )
 from hearth.server.errors import ANTHROPIC_TYPES, classify
@@ -42,7 +43,8 @@ ENDPOINT = "/v1/messages"
 @router.post("/messages", response_model=None)
 async def create_message(body: MessagesRequest, request: Request) -> Any:
     model = requested_model(request, body.model)
-    messages = convert.chat_messages(body)
+    gate = safety_gate(request, model, ENDPOINT)
+    messages = await gate.screen_messages(convert.chat_messages(body))
     params = convert.params(body)
     tools = convert.tools_for_template(body)
     stack, llm, generations = await lease_and_start(
@@ -53,9 +55,9 @@ async def create_message(body: MessagesRequest, request: Request) -> Any:
     reply = _Reply(body, llm, generations[0], tools is not None)
     observation = observe(request, model, ENDPOINT)
     if body.stream:
-        return _sse(reply.events(observation), stack)
+        return _sse(reply.events(observation, gate), stack)
     async with stack:  # the tokenizer is read before the lease ends
-        outputs = await collect(reply.generation, observation)
+        outputs = await gate.collect(stream_outputs(reply.generation, observation))
         return JSONResponse(reply.whole(outputs))
 
 
@@ -93,12 +95,12 @@ class _Reply:
         reason, sequence = self._stop(outputs[-1], text, bool(calls))
         return {**message, "stop_reason": reason, "stop_sequence": sequence}
 
-    async def events(self, observation: Observation) -> AsyncGenerator[Event, None]:
+    async def events(self, observation: Observation, gate: Gate) -> AsyncGenerator[Event, None]:
         start = convert.message(self._id, self._body.model, [], self._usage())
         yield "message_start", {"type": "message_start", "message": start}
         stream = MessageEvents(single_call=self._single_call)
         parser = ToolCallStream() if self._tools else None
-        outputs = stream_outputs(self.generation, observation)
+        outputs = gate.outputs(stream_outputs(self.generation, observation))
         shown: list[str] = []
         last: RequestOutput | None = None
         try:
@@ -121,6 +123,8 @@ class _Reply:
         yield "message_stop", {"type": "message_stop"}
 
     def _stop(self, last: RequestOutput, shown: str, made_calls: bool) -> tuple[str, str | None]:
+        if last.finish_reason == CONTENT_FILTER:  # a safety rule cut the answer
+            return "refusal", None
         request = self.generation.request
         tokens = request.output_tokens
         tokenizer = self._llm.tokenizer

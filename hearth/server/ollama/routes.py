@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.engine.engine import Generation
 from hearth.engine.manager import ModelManager
+from hearth.safety import CONTENT_FILTER, Gate
 from hearth.server.deps import (
     embed_texts,
     lease_and_start,
@@ -24,6 +25,7 @@ from hearth.server.deps import (
     model_lease,
     observe,
     requested_model,
+    safety_gate,
     stream_outputs,
 )
 from hearth.server.errors import ollama_error
@@ -58,6 +60,8 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         return _done_only(body.model, "unload")
     params = convert.sampling_params(body.options, body.format)
     prompt = convert.generate_prompt(body)
+    gate = safety_gate(request, body.model, "/api/generate")
+    system, prompt = await gate.screen_texts([body.system or "", prompt])
 
     def shape(text: str) -> dict[str, Any]:
         return {"response": text}
@@ -71,9 +75,10 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         keep_alive,
         body.stream,
         shape,
-        lambda llm: llm.prompt_tokens(prompt, system=body.system, raw=body.raw),
+        lambda llm: llm.prompt_tokens(prompt, system=system, raw=body.raw),
         params,
         observe(request, body.model, "/api/generate"),
+        gate,
     )
 
 
@@ -83,7 +88,8 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     manager = manager_of(request)
     keep_alive = parse_keep_alive(body.keep_alive)
     params = convert.sampling_params(body.options, body.format)
-    messages = convert.chat_messages(body)
+    gate = safety_gate(request, body.model, "/api/chat")
+    messages = await gate.screen_messages(convert.chat_messages(body))
     tools = body.tools or None
     if not messages:
         async with model_lease(manager, body.model, keep_alive):
@@ -101,6 +107,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         lambda llm: llm.conversation_tokens(messages, tools),
         params,
         observe(request, body.model, "/api/chat"),
+        gate,
         with_tools=tools is not None,
     )
 
@@ -114,6 +121,7 @@ async def _answer(
     tokens_for: Callable[[Any], list[int]],
     params: Any,
     observation: Observation,
+    gate: Gate,
     *,
     with_tools: bool = False,
 ) -> Any:
@@ -121,7 +129,7 @@ async def _answer(
         manager, model, lambda llm: llm.generate(tokens_for(llm), params), keep_alive
     )
     generation = generations[0]
-    lines = _lines(model, generation, shape, observation)
+    lines = _lines(model, generation, shape, observation, gate)
     if with_tools:
         lines = _with_tool_calls(lines)
     if stream:
@@ -162,11 +170,11 @@ async def _with_tool_calls(
 
 
 async def _lines(
-    model: str, generation: Generation, shape: Shape, observation: Observation
+    model: str, generation: Generation, shape: Shape, observation: Observation, gate: Gate
 ) -> AsyncGenerator[dict[str, Any], None]:
     started = time.monotonic_ns()
     first: int | None = None
-    outputs = stream_outputs(generation, observation)
+    outputs = gate.outputs(stream_outputs(generation, observation))
     async with aclosing(outputs):
         async for output in outputs:
             first = first or time.monotonic_ns()
@@ -178,6 +186,8 @@ async def _lines(
             }
             if output.finished:
                 line.update(convert.final_fields(output, started, first, time.monotonic_ns()))
+                if output.finish_reason == CONTENT_FILTER:  # a safety rule cut the answer
+                    line["done_reason"] = CONTENT_FILTER
             yield line
 
 

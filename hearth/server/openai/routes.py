@@ -16,13 +16,14 @@ from hearth.engine.llm import ModelView
 from hearth.engine.request import RequestOutput
 from hearth.engine.tool_stream import ContentDelta, ToolCallStart, ToolCallStream, ToolStreamEvent
 from hearth.errors import ValidationError
+from hearth.safety import CONTENT_FILTER, Gate
 from hearth.server.deps import (
-    collect,
     embed_texts,
     lease_and_start,
     manager_of,
     observe,
     requested_model,
+    safety_gate,
     stream_outputs,
 )
 from hearth.server.licenses_api import license_card
@@ -81,7 +82,8 @@ def _card(name: str, created: int, license: dict[str, Any] | None = None) -> Mod
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     model = requested_model(request, body.model)
     params = convert.chat_params(body)
-    messages = convert.chat_messages(body)
+    gate = safety_gate(request, model, "/v1/chat/completions")
+    messages = await gate.screen_messages(convert.chat_messages(body))
     tools = convert.tools_for_template(body)
     stack, llm, generations = await lease_and_start(
         manager_of(request),
@@ -95,6 +97,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         generations,
         lambda: observe(request, model, "/v1/chat/completions"),
         tools=tools is not None,
+        gate=gate,
     )
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -109,6 +112,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     model = requested_model(request, body.model)
     params = convert.completion_params(body)
     prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
+    gate = safety_gate(request, model, "/v1/completions")
+    prompt = await gate.screen_prompt(prompt)
     stack, llm, generations = await lease_and_start(
         manager_of(request),
         model,
@@ -120,6 +125,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         llm,
         generations,
         lambda: observe(request, model, "/v1/completions"),
+        gate=gate,
     )
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -151,9 +157,11 @@ class _Reply:
         observe: Callable[[], Observation],
         *,
         tools: bool = False,
+        gate: Gate,
     ) -> None:
         self._observe = observe
         self._tools = tools
+        self._gate = gate
         prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
         self.id = f"{prefix}-{uuid.uuid4().hex}"
         self.kind = kind
@@ -165,8 +173,8 @@ class _Reply:
     async def chat_response(self) -> dict[str, Any]:
         choices = []
         for index, generation in enumerate(self.generations):
-            outputs = await collect(generation, self._observe())
-            message, reason = self._message(_text(outputs), convert.finish_reason(outputs[-1]))
+            outputs = await self._collect(generation)
+            message, reason = self._message(_text(outputs), _finish_reason(outputs[-1]))
             choice: dict[str, Any] = {
                 "index": index,
                 "message": message,
@@ -190,7 +198,7 @@ class _Reply:
         its start (index, id, name) and then its argument text as the model writes it."""
         for index, generation in enumerate(self.generations):
             parser = ToolCallStream()
-            outputs = stream_outputs(generation, self._observe())
+            outputs = self._outputs(generation)
             async with aclosing(outputs):
                 yield self._chunk(index, {"role": "assistant", "content": ""}, None)
                 async for output in outputs:
@@ -200,10 +208,19 @@ class _Reply:
                     for event in events:
                         yield self._chunk(index, _tool_delta(event), None)
                     if output.finished:
-                        reason = "tool_calls" if parser.calls else convert.finish_reason(output)
+                        reason = "tool_calls" if parser.calls else _finish_reason(output)
                         yield self._chunk(index, {}, reason)
         if include_usage:
             yield self._envelope("chat.completion.chunk", [], usage=True)
+
+    def _outputs(self, generation: Generation) -> AsyncGenerator[RequestOutput, None]:
+        """The generation's outputs through the output safety checks."""
+        return self._gate.outputs(stream_outputs(generation, self._observe()))
+
+    async def _collect(self, generation: Generation) -> list[RequestOutput]:
+        outputs = self._outputs(generation)
+        async with aclosing(outputs):
+            return [output async for output in outputs]
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -212,12 +229,12 @@ class _Reply:
     async def completion_response(self) -> dict[str, Any]:
         choices = []
         for index, generation in enumerate(self.generations):
-            outputs = await collect(generation, self._observe())
+            outputs = await self._collect(generation)
             choices.append(
                 {
                     "index": index,
                     "text": _text(outputs),
-                    "finish_reason": convert.finish_reason(outputs[-1]),
+                    "finish_reason": _finish_reason(outputs[-1]),
                     "logprobs": self._completion_logprobs(generation),
                 }
             )
@@ -226,7 +243,7 @@ class _Reply:
     async def chat_chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         for index, generation in enumerate(self.generations):
             first = True
-            outputs = stream_outputs(generation, self._observe())
+            outputs = self._outputs(generation)
             async with aclosing(outputs):
                 async for output in outputs:
                     delta: dict[str, Any] = {"content": output.text}
@@ -239,7 +256,7 @@ class _Reply:
                         "logprobs": convert.chat_logprobs(list(output.logprobs), self.token_text)
                         if generation.request.params.logprobs is not None
                         else None,
-                        "finish_reason": convert.finish_reason(output) if output.finished else None,
+                        "finish_reason": _finish_reason(output) if output.finished else None,
                     }
                     yield self._envelope("chat.completion.chunk", [choice], usage=False)
         if include_usage:
@@ -247,7 +264,7 @@ class _Reply:
 
     async def completion_chunks(self, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         for index, generation in enumerate(self.generations):
-            outputs = stream_outputs(generation, self._observe())
+            outputs = self._outputs(generation)
             async with aclosing(outputs):
                 async for output in outputs:
                     choice = {
@@ -258,7 +275,7 @@ class _Reply:
                         )
                         if generation.request.params.logprobs is not None
                         else None,
-                        "finish_reason": convert.finish_reason(output) if output.finished else None,
+                        "finish_reason": _finish_reason(output) if output.finished else None,
                     }
                     yield self._envelope("text_completion", [choice], usage=False)
         if include_usage:
@@ -310,6 +327,13 @@ def _tool_delta(event: ToolStreamEvent) -> dict[str, Any]:
         }
         return {"tool_calls": [first]}
     return {"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]}
+
+
+def _finish_reason(output: RequestOutput) -> str:
+    """A safety rule that cut the answer reports "content_filter", as OpenAI's filter does."""
+    if output.finish_reason == CONTENT_FILTER:
+        return CONTENT_FILTER
+    return convert.finish_reason(output)
 
 
 def _text(outputs: list[RequestOutput]) -> str:

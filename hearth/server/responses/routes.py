@@ -17,13 +17,14 @@ from hearth.engine.templates import ChatMessage
 from hearth.engine.tool_stream import ContentDelta, ToolCallStream, ToolStreamEvent
 from hearth.engine.tools import parse_tool_calls
 from hearth.errors import HearthError
+from hearth.safety import CONTENT_FILTER, Gate
 from hearth.server.auth import key_name
 from hearth.server.deps import (
-    collect,
     lease_and_start,
     manager_of,
     observe,
     requested_model,
+    safety_gate,
     stream_outputs,
 )
 from hearth.server.errors import classify, openai_error
@@ -59,7 +60,8 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
         if found is None:
             return _not_found(body.previous_response_id, "previous_response_id")
         earlier = found
-    turn = convert.turn_messages(body)
+    gate = safety_gate(request, model, ENDPOINT)
+    turn = await gate.screen_messages(convert.turn_messages(body))
     messages = convert.conversation(body, earlier, turn)
     params = convert.params(body)
     tools = convert.tools_for_template(body)
@@ -68,7 +70,7 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
         model,
         lambda llm: llm.generate(llm.conversation_tokens(messages, tools), params),
     )
-    run = _Run(body, generations[0], tools is not None)
+    run = _Run(body, generations[0], tools is not None, gate)
     observation = observe(request, model, ENDPOINT)
 
     def keep(response: dict[str, Any]) -> None:
@@ -79,7 +81,7 @@ async def create_response(body: ResponseRequest, request: Request) -> Any:
     if body.stream:
         return _sse(run.events(observation, keep), stack)
     async with stack:
-        outputs = await collect(run.generation, observation)
+        outputs = await gate.collect(stream_outputs(run.generation, observation))
     response = run.whole(outputs)
     keep(response)
     return JSONResponse(response)
@@ -113,8 +115,11 @@ def _not_found(response_id: str, param: str) -> JSONResponse:
 class _Run:
     """One generation answered as a response object, whole or as a stream of events."""
 
-    def __init__(self, body: ResponseRequest, generation: Generation, tools: bool) -> None:
+    def __init__(
+        self, body: ResponseRequest, generation: Generation, tools: bool, gate: Gate
+    ) -> None:
         self.generation = generation
+        self._gate = gate
         self._tools = tools
         self.response = convert.response_body(convert.new_id("resp"), now(), body, body.model)
 
@@ -138,10 +143,12 @@ class _Run:
         request = self.generation.request
         response = dict(self.response)
         response["output"] = output
-        incomplete = last.finish_reason == "length"
+        filtered = last.finish_reason == CONTENT_FILTER  # a safety rule cut the answer
+        incomplete = last.finish_reason == "length" or filtered
         response["status"] = "incomplete" if incomplete else "completed"
         if incomplete:
-            response["incomplete_details"] = {"reason": "max_output_tokens"}
+            reason = CONTENT_FILTER if filtered else "max_output_tokens"
+            response["incomplete_details"] = {"reason": reason}
         response["usage"] = convert.usage(
             len(request.prompt_tokens), len(request.output_tokens), request.cached_tokens
         )
@@ -154,7 +161,7 @@ class _Run:
         for kind in ("response.created", "response.in_progress"):
             yield kind, stream.event(kind, response=copy.deepcopy(self.response))
         parser = ToolCallStream() if self._tools else None
-        outputs = stream_outputs(self.generation, observation)
+        outputs = self._gate.outputs(stream_outputs(self.generation, observation))
         last: RequestOutput | None = None
         try:
             async with aclosing(outputs):

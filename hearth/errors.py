@@ -5,7 +5,7 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
 
     HearthError
     ├── ConfigError                 a setting or config file is invalid
-    │   └── UnsafePatternError      a safety regular expression is invalid or risks catastrophic backtracking
+    │   └── UnsafePatternError      a safety pattern is invalid or risks catastrophic backtracking
     ├── ValidationError             a request parameter is out of range (names the parameter)
     ├── ModelNotFoundError          no model by that name (suggests close matches)
     ├── InvalidNameError            a model name or reference cannot be parsed
@@ -24,7 +24,7 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     ├── PermissionDeniedError       a valid API key that may not use this model (HTTP 403)
     │   └── LicenseDeniedError      the license policy refuses a model (says which clause)
     ├── QuotaExceededError          a key or team is over a rate limit, quota or budget (HTTP 429)
-    ├── ContentFilteredError        the safety pipeline refused a request's input (names the rule; HTTP 400)
+    ├── ContentFilteredError        safety rules blocked a request's input (names the rule; 400)
     ├── DatabaseError               the keys/usage database cannot be reached or used
     ├── FinetuneError               a fine-tune cannot start, continue or be registered (says why)
     │   ├── DatasetError            training data has bad lines (each listed with its number)

@@ -6,6 +6,7 @@ import typer
 
 from hearth import __version__
 from hearth.cli import (
+    cost_cmds,
     create_cmds,
     doctor_cmds,
     integrity_cmds,
@@ -15,6 +16,7 @@ from hearth.cli import (
     quantize_cmds,
     registry_cmds,
     store_cmds,
+    teams_cmds,
 )
 from hearth.cli import run as run_cmd
 from hearth.cli import serve as serve_cmd
@@ -60,8 +62,18 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 keys_app.command("create")(cli_errors(keys_cmds.create))
 keys_app.command("list")(cli_errors(keys_cmds.list_keys))
 keys_app.command("revoke")(cli_errors(keys_cmds.revoke))
+keys_app.command("set")(cli_errors(teams_cmds.set_key_limits))
 app.add_typer(keys_app, name="keys")
 app.command("usage")(cli_errors(keys_cmds.usage))
+app.command("cost")(cli_errors(cost_cmds.cost))
+
+teams_app = typer.Typer(
+    help="Create, list and change teams and their limits.", no_args_is_help=True
+)
+teams_app.command("create")(cli_errors(teams_cmds.create))
+teams_app.command("list")(cli_errors(teams_cmds.list_teams))
+teams_app.command("set")(cli_errors(teams_cmds.set_limits))
+app.add_typer(teams_app, name="teams")
 
 license_app = typer.Typer(
     help="Check models' licenses against the organisation's policy.", no_args_is_help=True

@@ -165,10 +165,14 @@ class Limiter:
             for subject in reservation.subjects:
                 state = self._state(subject, now)
                 self._unreserve(state, reservation)
-                state.minute.append((now, used_tokens))
-                state.day_tokens += used_tokens
-                state.month_tokens += used_tokens
-                state.month_cost += cost
+                self._count(state, now, used_tokens, cost)
+
+    def charge(self, subjects: Sequence[Subject], tokens: int, cost: float) -> None:
+        """Count tokens used outside any open reservation (reported after it was settled)."""
+        now = self._clock()
+        with self._lock:
+            for subject in subjects:
+                self._count(self._state(subject, now), now, tokens, cost)
 
     def release(self, reservation: Reservation) -> None:
         """Give the reservation back unused (the generation never ran)."""
@@ -219,6 +223,13 @@ class Limiter:
             state.day, state.day_tokens = day, 0
         if month != state.month:
             state.month, state.month_tokens, state.month_cost = month, 0, 0.0
+
+    @staticmethod
+    def _count(state: _State, now: float, tokens: int, cost: float) -> None:
+        state.minute.append((now, tokens))
+        state.day_tokens += tokens
+        state.month_tokens += tokens
+        state.month_cost += cost
 
     @staticmethod
     def _unreserve(state: _State, reservation: Reservation) -> None:

@@ -143,11 +143,15 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         luhn_valid,
     ),
-    _Detector(
+    _Detector(  # US Social Security number, dashed
+        "national_id",
+        regex.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])"),
+        _always,
+    ),
+    _Detector(  # UK National Insurance number
         "national_id",
         regex.compile(
-            r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])"  # US SSN
-            r"|(?<!\w)(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"  # UK NI
+            r"(?<!\w)(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
             r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?!\w)"
         ),
         _always,
@@ -172,7 +176,7 @@ _DETECTORS: tuple[_Detector, ...] = (
         _phone_valid,
     ),
     _Detector(
-        "secret", regex.compile(r"(?<![\w+/-])[A-Za-z0-9+/_-]{32,256}(?![\w+/-])"), _high_entropy
+        "secret", regex.compile(r"(?<![\w+/-])[A-Za-z0-9+/_-]{32,256}+(?![\w+/-])"), _high_entropy
     ),
 )
 

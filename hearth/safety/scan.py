@@ -113,6 +113,10 @@ class StreamFilter:
         offset = len(self._context)
         hits = [_shift(h, offset) for h in scan(self.policy, self._context + self._pending)]
         hits = [h for h in hits if h.end > 0]
+        if hits and hits[0].category == "timeout":  # fail closed, now: nothing more is sent
+            self._count(hits[:1])
+            self.blocked = hits[0]
+            return Step("", hits[0])
         cut = self._cut(hits, final)
         settled = [h for h in hits if h.end <= cut]
         block = next((h for h in settled if h.action == "block"), None)

@@ -83,7 +83,7 @@ async def lease_and_start(
     stack = AsyncExitStack()
     try:
         llm = await stack.enter_async_context(model_lease(manager, name, keep_alive))
-        return stack, llm, start(metered(llm, stack))  # quota reserved before the engine
+        return stack, llm, start(metered(llm, stack, name))  # quota reserved before the engine
     except BaseException:
         await stack.aclose()
         raise

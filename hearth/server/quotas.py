@@ -24,6 +24,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import replace
@@ -88,7 +89,7 @@ class Quotas:
 
     def rate(self, model: str | None = None) -> float:
         """Money per token of ``model``: the dearest measured model's when it has no
-        measurement yet, or when None (a reservation, before the model's name is known)."""
+        measurement yet (or when None)."""
         dearest = max(self._rates.values(), default=0.0)
         return dearest if model is None else self._rates.get(model, dearest)
 
@@ -130,26 +131,34 @@ class Ticket:
         self._reservations: list[Reservation] = []
         self._used = 0
         self._cost = 0.0
+        self._closed = False
 
-    def reserve(self, view: ModelView, prompt: int, params: Any, n: int) -> Any:
+    def reserve(self, model: str, view: ModelView, prompt: int, params: Any, n: int) -> Any:
         """Reserve the worst case; ``params`` with ``max_tokens`` cut to what was granted."""
         room = max(1, view.context_length - prompt)
         wanted = view.with_defaults(params).max_tokens
         max_tokens = room if wanted is None else min(wanted, room)
         reservation = self._quotas.limiter.reserve(
-            self._subjects, prompt=prompt, max_tokens=max_tokens, n=n, rate=self._quotas.rate()
+            self._subjects, prompt=prompt, max_tokens=max_tokens, n=n, rate=self._quotas.rate(model)
         )
         self._reservations.append(reservation)
         if reservation.max_tokens < max_tokens or wanted is None:
-            return replace(params, max_tokens=reservation.max_tokens)
+            # Marked as the request's choice, so a model's default cannot undo the cut.
+            chosen = None if params.explicit is None else params.explicit | {"max_tokens"}
+            return replace(params, max_tokens=reservation.max_tokens, explicit=chosen)
         return params
 
     def add_used(self, model: str, tokens: int) -> None:
+        cost = tokens * self._quotas.rate(model)
+        if self._closed:  # reported after the lease ended: count it all the same
+            self._quotas.limiter.charge(self._subjects, tokens, cost)
+            return
         self._used += tokens
-        self._cost += tokens * self._quotas.rate(model)
+        self._cost += cost
 
     def close(self) -> None:
         """Settle to the tokens really used (the first reservation takes them all)."""
+        self._closed = True
         used, cost, self._used, self._cost = self._used, self._cost, 0, 0.0
         for reservation in self._reservations:
             self._quotas.limiter.settle(reservation, used, cost)
@@ -159,10 +168,11 @@ class Ticket:
 class MeteredView(ModelView):
     """A model view whose ``generate`` reserves quota before the engine sees the request."""
 
-    def __init__(self, view: ModelView, ticket: Ticket) -> None:  # no super(): a wrapper
+    def __init__(self, view: ModelView, ticket: Ticket, model: str) -> None:  # a wrapper
         self.__dict__.update(view.__dict__)
         self._view = view
         self._ticket = ticket
+        self._model = model
 
     def generate(
         self,
@@ -173,7 +183,7 @@ class MeteredView(ModelView):
         cache_key: str = "",
         timeout: float | None = None,
     ) -> list[Generation]:
-        granted = self._ticket.reserve(self._view, len(tokens), params, n)
+        granted = self._ticket.reserve(self._model, self._view, len(tokens), params, n)
         return self._view.generate(tokens, granted, n=n, cache_key=cache_key, timeout=timeout)
 
 
@@ -192,14 +202,17 @@ async def admit(request: Request, key: KeyInfo) -> None:
     _ticket.set(ticket)
 
 
-def metered(view: ModelView, stack: AsyncExitStack) -> ModelView:
-    """``view``, reserving quota first when this request has limits; the reservation is
-    settled when ``stack`` (the request's lease) closes."""
+def metered(view: ModelView, stack: AsyncExitStack, model: str) -> ModelView:
+    """``view`` of ``model``, reserving quota first when this request has limits; the
+    reservation is settled when ``stack`` (the request's lease) closes."""
     ticket = _ticket.get()
     if ticket is None:
         return view
     stack.callback(ticket.close)
-    return MeteredView(view, ticket)
+    # A stream whose body never started (the client left first) may never close its stack:
+    # settle when the stack is collected, so no concurrent slot or reservation is lost.
+    weakref.finalize(stack, ticket.close)
+    return MeteredView(view, ticket, model)
 
 
 def note_usage(request: Request, model: str, tokens: int) -> None:

@@ -60,7 +60,9 @@ def test_teams_create_list_set(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     assert "monthly tokens 2,000,000, monthly budget 50.00" in created.stdout
     run_hearth(tmp_path, "keys", "create", "app-1", "--team", "search")
-    changed = run_hearth(tmp_path, "teams", "set", "search", "--rpm", "100", "--monthly-tokens", "none")
+    changed = run_hearth(
+        tmp_path, "teams", "set", "search", "--rpm", "100", "--monthly-tokens", "none"
+    )
     assert changed.returncode == 0, changed.stderr
     listed = run_hearth(tmp_path, "teams", "list")
     assert listed.returncode == 0, listed.stderr

@@ -32,7 +32,7 @@ def _finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, 
     return process.returncode, out + err
 
 
-def _wait_for_steps(jobs: JobStore, steps: int, timeout: float = 90) -> str:
+def _wait_for_steps(jobs: JobStore, steps: int, timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for status in jobs.list():
@@ -92,7 +92,7 @@ def test_a_killed_detached_job_resumes_from_its_last_checkpoint(
     pid = jobs.status(job_id).pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while jobs.status(job_id).status != "interrupted" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert jobs.status(job_id).status == "interrupted"
@@ -101,11 +101,11 @@ def test_a_killed_detached_job_resumes_from_its_last_checkpoint(
     assert saved % 5 == 0 and saved >= 10
     code, text = _finish(_cli(settings.home, "jobs"))
     assert code == 0 and job_id in text and "interrupted" in text
+    before = len(jobs.losses(job_id))
     resumed_args = ["finetune", "tiny", "--data", str(data), "--name", "kd", "--resume"]
     code, text = _finish(_cli(settings.home, *resumed_args), timeout=240)
     assert code == 0, text
     steps = [p["step"] for p in jobs.losses(job_id)]
-    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
-    assert steps[:restart] == list(range(1, restart + 1))
-    assert steps[restart:] == list(range(saved + 1, 61))
+    assert steps[:before] == list(range(1, before + 1)) and before >= saved
+    assert steps[before:] == list(range(saved + 1, 61))  # from the checkpoint, not from 1
     assert jobs.status(job_id).status == "succeeded"

@@ -110,3 +110,16 @@ def test_streaming_time_is_linear_in_the_text(unit: str) -> None:
 
     small, large = run(1_000), run(8_000)
     assert large < max(small, 0.002) * 24, (small, large)
+
+
+def test_a_rule_past_its_time_limit_blocks_at_once() -> None:
+    """(a|aa)+$ passes the static check but backtracks exponentially: the time limit stops
+    it, and the text is blocked (fail closed) instead of being sent unchecked."""
+    table = {"regex_timeout_ms": 5, "default": {"patterns": {"slow": "(?:a|aa)+$"}}}
+    p = SafetyConfig.from_table(table).policy(None, "m")
+    text = "a" * 5000 + "b"
+    _, blocked, decisions = screen_text(p, text)
+    assert blocked is not None and blocked.category == "timeout"
+    assert decisions[("pattern.slow", "timeout", "block")] == 1
+    sent, flt = stream(p, ["fine text. ", text, "more"])
+    assert "".join(sent) == "" and flt.blocked is not None

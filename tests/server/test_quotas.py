@@ -1,5 +1,5 @@
-"""Rate limits, quotas and budgets through a real server and the official openai client, and
-the key and team limits stored on SQLite and PostgreSQL."""
+"""Rate limits, quotas and budgets through a real server and the official openai client, on
+SQLite and on PostgreSQL, and the key and team limits stored on both."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from hearth.db import open_database, utcnow
 from hearth.errors import ValidationError
 from hearth.governance.limits import Limits
 from hearth.governance.store import TeamStore
+from hearth.modelfile import parse_modelfile
+from hearth.modelfile.create import create_model
 from hearth.server.app import create_app
 from hearth.server.keys import KeyStore
 from hearth.server.quotas import Quotas
@@ -55,7 +57,10 @@ def serve(settings: Settings) -> Iterator[tuple[str, FastAPI]]:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) -> Settings:
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path, server_database_url: str
+) -> Settings:
+    """A server home on SQLite, then on a fresh PostgreSQL database (server_database_url)."""
     home = tmp_path_factory.mktemp("quota-home")
     (home / "hearth.toml").write_text(HARDWARE)
     settings = Settings.from_env(
@@ -65,9 +70,13 @@ def settings(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) ->
             "HEARTH_MAX_SEQS": "4",
             "HEARTH_CACHE_SEQS": "0",
             "HEARTH_THREADS": "2",
+            "HEARTH_DATABASE_URL": server_database_url,
         }
     )
-    Store(settings).import_gguf(tiny_chat_model, "tiny-chat")
+    store = Store(settings)
+    store.import_gguf(tiny_chat_model, "tiny-chat")
+    recipe = parse_modelfile("FROM tiny-chat\nPARAMETER num_predict 400\n", home)
+    create_model(store, "wordy", recipe)
     # Measured work the money budget is priced on: 1,000 tokens in one busy second.
     engine = open_database(settings)
     with UsageLog(engine) as log:
@@ -123,7 +132,7 @@ def prompt_tokens(base_url: str, keys: KeyStore) -> int:
     secret = keys.create("prompt-probe", models=None, expires=None).secret
     reply = chat(base_url, secret, max_tokens=1)
     assert reply.usage is not None
-    return reply.usage.prompt_tokens
+    return int(reply.usage.prompt_tokens)
 
 
 def client(base_url: str, secret: str) -> openai.OpenAI:
@@ -131,9 +140,10 @@ def client(base_url: str, secret: str) -> openai.OpenAI:
 
 
 def chat(base_url: str, secret: str, max_tokens: int) -> Any:
-    return client(base_url, secret).chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=max_tokens, logit_bias=NO_EOS
-    )
+    with client(base_url, secret) as openai_client:
+        return openai_client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=max_tokens, logit_bias=NO_EOS
+        )
 
 
 def new_key(keys: KeyStore, name: str, team: str | None = None, **limits: Any) -> str:
@@ -174,6 +184,18 @@ def test_a_daily_quota_cuts_the_answer_at_the_limit_then_refuses(
     assert "resets" in str(refused.value)
 
 
+def test_a_model_default_cannot_undo_the_cut(
+    base_url: str, keys: KeyStore, prompt_tokens: int
+) -> None:
+    secret = new_key(keys, "wordy-user", daily_tokens=prompt_tokens + 7)
+    with client(base_url, secret) as openai_client:
+        reply = openai_client.chat.completions.create(
+            model="wordy", messages=MESSAGES, logit_bias=NO_EOS
+        )
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 7  # not num_predict's 400
+
+
 def test_a_monthly_quota_answers_in_each_api_shape(
     base_url: str, keys: KeyStore, prompt_tokens: int
 ) -> None:
@@ -200,14 +222,14 @@ def test_a_monthly_quota_answers_in_each_api_shape(
 
 def test_concurrent_streams_are_limited(base_url: str, keys: KeyStore) -> None:
     secret = new_key(keys, "one-stream", concurrent=1)
-    openai_client = client(base_url, secret)
-    stream = openai_client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=800, logit_bias=NO_EOS, stream=True
-    )
-    next(iter(stream))
-    with pytest.raises(openai.RateLimitError, match="1 concurrent generations"):
-        chat(base_url, secret, 1)
-    stream.close()
+    with client(base_url, secret) as openai_client:
+        stream = openai_client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=800, logit_bias=NO_EOS, stream=True
+        )
+        next(iter(stream))
+        with pytest.raises(openai.RateLimitError, match="1 concurrent generations"):
+            chat(base_url, secret, 1)
+        stream.close()
     deadline = time.monotonic() + 10
     while True:  # the slot frees when the server notices the client left
         try:
@@ -253,24 +275,27 @@ def test_a_stream_cut_short_counts_its_real_tokens(
 ) -> None:
     base_url, app = server
     secret = new_key(keys, "leaver", monthly_tokens=1_000_000)
-    stream = client(base_url, secret).chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=900, logit_bias=NO_EOS, stream=True
-    )
-    chunks = iter(stream)
-    for _ in range(3):
-        next(chunks)
-    stream.close()
+    with client(base_url, secret) as openai_client:
+        stream = openai_client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=900, logit_bias=NO_EOS, stream=True
+        )
+        chunks = iter(stream)
+        for _ in range(3):
+            next(chunks)
+        stream.close()
     quotas: Quotas = app.state.quotas
     subject = quotas.subjects(keys.verify(secret))[0]
     deadline = time.monotonic() + 10
-    while quotas.limiter.used(subject).get("in_flight", 1) != 0:
-        assert time.monotonic() < deadline
+    while True:  # until the server has noticed the client left and written the usage row
+        app.state.usage.flush()
+        with UsageLog(database) as log:
+            rows = [row for row in log.summary() if row.group == "leaver"]
+        counted = quotas.limiter.used(subject)
+        if rows and counted["in_flight"] == 0 and counted["tokens_month"] > 0:
+            break
+        assert time.monotonic() < deadline, (rows, counted)
         time.sleep(0.05)
-    app.state.usage.flush()
-    with UsageLog(database) as log:
-        rows = [row for row in log.summary() if row.group == "leaver"]
-    assert rows and rows[0].aborted == 1
-    counted = quotas.limiter.used(subject)
+    assert rows[0].aborted == 1
     assert counted["tokens_month"] == rows[0].total_tokens  # what the usage row says
     assert counted["reserved_tokens"] == 0
     assert rows[0].completion_tokens < 900  # not the reservation's worst case

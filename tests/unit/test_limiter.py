@@ -130,7 +130,7 @@ def test_money_budget_converts_to_tokens_at_the_model_rate() -> None:
     granted = limiter.reserve([team], prompt=10, max_tokens=1000, rate=0.001)  # 500 tokens left
     assert granted.max_tokens == 490
     limiter.settle(granted, 500, cost=0.5)
-    with pytest.raises(QuotaExceededError, match="monthly budget of 1.00") as refused:
+    with pytest.raises(QuotaExceededError, match=r"monthly budget of 1\.00") as refused:
         limiter.admit([team])
     assert refused.value.limit == "monthly_budget"
 
@@ -160,6 +160,15 @@ def test_racing_threads_never_overshoot_a_quota() -> None:
     assert sum(settled) <= 1000
     assert sum(settled) >= 1000 - 7  # and the quota is used up to its last useful tokens
     assert limiter.used(subject)["tokens_month"] == sum(settled)
+
+
+def test_usage_reported_after_settlement_still_counts() -> None:
+    limiter = Limiter(Clock())
+    subject = key(daily_tokens=100)
+    limiter.settle(limiter.reserve([subject], prompt=5, max_tokens=50), 0)
+    limiter.charge([subject], 30, 0.0)
+    assert limiter.used(subject)["tokens_day"] == 30
+    assert limiter.reserve([subject], prompt=5, max_tokens=100).max_tokens == 65
 
 
 def test_release_gives_a_reservation_back() -> None:

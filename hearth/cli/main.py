@@ -9,6 +9,7 @@ from hearth.cli import (
     cost_cmds,
     create_cmds,
     doctor_cmds,
+    finetune_cmds,
     integrity_cmds,
     keys_cmds,
     license_cmds,
@@ -57,6 +58,8 @@ app.command("export")(cli_errors(integrity_cmds.export))
 app.command("quantize")(cli_errors(quantize_cmds.quantize))
 app.command("plan")(cli_errors(plan_cmds.plan))
 app.command("doctor")(cli_errors(doctor_cmds.doctor))
+app.command("finetune")(cli_errors(finetune_cmds.finetune))
+app.command("jobs")(cli_errors(finetune_cmds.jobs))
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 keys_app.command("create")(cli_errors(keys_cmds.create))

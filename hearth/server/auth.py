@@ -12,6 +12,7 @@ import asyncio
 
 from fastapi import Request
 
+from hearth.errors import PermissionDeniedError
 from hearth.server.keys import KeyInfo, KeyStore
 from hearth.server.quotas import admit
 
@@ -55,6 +56,14 @@ def check_model(request: Request, model: str) -> None:
     if key is not None:
         keys: KeyStore = request.app.state.keys
         keys.check_model(key, model)
+
+
+def require_admin(request: Request, action: str) -> None:
+    """Refuse ``action`` to a key without the admin flag (once keys are in use): what it does
+    reaches beyond one model, e.g. training on a file of the server's machine."""
+    key: KeyInfo | None = getattr(request.state, "key", None)
+    if key is not None and not key.admin:
+        raise PermissionDeniedError(f"{action} needs an admin key (hearth keys create --admin)")
 
 
 def key_name(request: Request) -> str | None:

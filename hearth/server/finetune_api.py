@@ -20,6 +20,7 @@ from hearth.errors import FinetuneError, HearthError, JobNotFoundError, Validati
 from hearth.finetune.jobs import JobStore
 from hearth.finetune.options import ALL_LINEAR, JobSpec, TrainOptions
 from hearth.finetune.pipeline import preflight
+from hearth.server.auth import require_admin
 from hearth.server.errors import openai_error, response_for
 from hearth.store import Store
 
@@ -74,6 +75,7 @@ def _error(error: HearthError) -> JSONResponse:
 async def create_job(body: FinetuneRequest, request: Request) -> JSONResponse:
     jobs = _jobs(request)
     try:
+        require_admin(request, "starting a fine-tune")
         spec = body.spec()
         await run_in_threadpool(preflight, Store(jobs.settings), spec)
         job_id = jobs.create(spec)

@@ -7,7 +7,7 @@ as ``x-api-key`` (Anthropic's SDK) or ``Authorization: Bearer``; both are Hearth
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
@@ -35,6 +35,7 @@ from hearth.server.deps import (
 )
 from hearth.server.errors import ANTHROPIC_TYPES, classify
 from hearth.server.metrics import Observation
+from hearth.server.streaming import LeasedStream
 
 router = APIRouter(prefix="/v1")
 ENDPOINT = "/v1/messages"
@@ -158,11 +159,11 @@ def _error(error: HearthError) -> dict[str, Any]:
 
 
 def _sse(events: AsyncGenerator[Event, None], stack: AsyncExitStack) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         # The model stays leased until the last byte is sent (the tokenizer is read at the
         # end); a client that leaves closes every layer at once.
         async with stack, aclosing(events):
             async for event in events:
                 yield data(event).encode()
 
-    return StreamingResponse(body(), media_type="text/event-stream")
+    return LeasedStream(body(), "text/event-stream", stack)

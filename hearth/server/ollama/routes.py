@@ -38,6 +38,7 @@ from hearth.server.ollama.schemas import (
     GenerateRequest,
     ModelRequest,
 )
+from hearth.server.streaming import LeasedStream
 from hearth.units import parse_keep_alive
 
 router = APIRouter(prefix="/api")
@@ -134,13 +135,13 @@ async def _answer(
         lines = _with_tool_calls(lines)
     if stream:
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncGenerator[bytes, None]:
             # aclosing: a client that leaves closes every layer of generators at once.
             async with stack, aclosing(lines):
                 async for line in lines:
                     yield (json.dumps(line) + "\n").encode()
 
-        return StreamingResponse(body(), media_type="application/x-ndjson")
+        return LeasedStream(body(), "application/x-ndjson", stack)
     async with stack, aclosing(lines):
         parts = [line async for line in lines]
     final = parts[-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
@@ -36,6 +36,7 @@ from hearth.server.openai.schemas import (
     ModelCard,
     ModelList,
 )
+from hearth.server.streaming import LeasedStream
 
 router = APIRouter(prefix="/v1")
 
@@ -135,14 +136,14 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 
 
 def _sse(events: AsyncGenerator[dict[str, Any], None], stack: AsyncExitStack) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         async with stack:  # the model stays leased until the last byte is sent
             async with aclosing(events):  # a client that leaves closes every layer now
                 async for event in events:
                     yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
             yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(body(), media_type="text/event-stream")
+    return LeasedStream(body(), "text/event-stream", stack)
 
 
 class _Reply:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
@@ -34,6 +34,7 @@ from hearth.server.responses import convert
 from hearth.server.responses.events import Event, OutputEvents
 from hearth.server.responses.schemas import ResponseRequest
 from hearth.server.responses.store import ResponseStore
+from hearth.server.streaming import LeasedStream
 
 router = APIRouter(prefix="/v1")
 ENDPOINT = "/v1/responses"
@@ -196,7 +197,7 @@ def _error_object(error: HearthError) -> dict[str, Any]:
 def _sse(
     events: AsyncGenerator[tuple[str, Event], None], stack: AsyncExitStack
 ) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         # The model stays leased until the last byte is sent; a client that leaves closes
         # every layer at once.
         async with stack, aclosing(events):
@@ -204,4 +205,4 @@ def _sse(
                 data = json.dumps(event, separators=(",", ":"))
                 yield f"event: {kind}\ndata: {data}\n\n".encode()
 
-    return StreamingResponse(body(), media_type="text/event-stream")
+    return LeasedStream(body(), "text/event-stream", stack)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractContextManager, AsyncExitStack, aclosing, asynccontextmanager
 from typing import TypeVar
@@ -17,13 +18,14 @@ from hearth.engine.llm import ModelView
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
+from hearth.errors import HearthError
 from hearth.safety import Gate, SafetyService
 from hearth.server.auth import check_model, key_name
 from hearth.server.embedders import EmbedderPool
 from hearth.server.licenses_api import check_license
 from hearth.server.metrics import Metrics, Observation
 from hearth.server.quotas import metered, note_usage
-from hearth.server.usage import UsageLog, UsageRecord
+from hearth.server.usage import UsageLog, UsageRecord, UsageStatus
 
 T = TypeVar("T")
 
@@ -90,13 +92,53 @@ async def lease_and_start(
 
 
 async def embed_texts(
-    request: Request, model: str, texts: list[str]
+    request: Request, model: str, texts: list[str], endpoint: str
 ) -> tuple[list[list[float]], int]:
-    """Unit vectors for ``texts`` and the tokens they took, off the event loop."""
-    embedder = await asyncio.to_thread(embedders_of(request).get, model)
-    vectors = await asyncio.to_thread(embedder.embed, texts)
-    tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
+    """Unit vectors for ``texts`` and the tokens they took, off the event loop; counted in the
+    metrics and the usage log like a generation (prompt tokens only)."""
+    started = time.monotonic()
+    tokens = 0
+    try:
+        embedder = await asyncio.to_thread(embedders_of(request).get, model)
+        tokens = sum(await asyncio.to_thread(lambda: [embedder.count_tokens(t) for t in texts]))
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+    except HearthError as error:
+        record_encoder_use(request, model, endpoint, tokens, started, error)
+        raise
+    record_encoder_use(request, model, endpoint, tokens, started, None)
     return vectors, tokens
+
+
+def record_encoder_use(
+    request: Request,
+    model: str,
+    endpoint: str,
+    tokens: int,
+    started: float,
+    error: HearthError | None,
+) -> None:
+    """Metrics and a usage row for an encoder request (embeddings, rerank): what every
+    generation gets through :func:`observe`, with prompt tokens only."""
+    status: UsageStatus = "ok" if error is None else "error"
+    metrics: Metrics = request.app.state.metrics
+    metrics.requests.labels(model, endpoint, status).inc()
+    metrics.prompt_tokens.labels(model).inc(tokens)
+    usage: UsageLog = request.app.state.usage
+    usage.record(
+        UsageRecord(
+            request_id=f"enc-{uuid.uuid4().hex}",
+            key_name=key_name(request),
+            model=model,
+            endpoint=endpoint,
+            prompt_tokens=tokens,
+            completion_tokens=0,
+            cached_tokens=0,
+            ttft_ms=None,
+            duration_ms=(time.monotonic() - started) * 1000,
+            status=status,
+            error=None if error is None else str(error),
+        )
+    )
 
 
 def _drain(outputs: queue.Queue[RequestOutput]) -> list[RequestOutput]:

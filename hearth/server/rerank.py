@@ -22,10 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hearth.engine.embeddings import Embedder
 from hearth.errors import ContextOverflowError, HearthError
-from hearth.server.auth import key_name
-from hearth.server.deps import embedders_of, requested_model
-from hearth.server.metrics import Metrics
-from hearth.server.usage import UsageLog, UsageRecord, UsageStatus
+from hearth.server.deps import embedders_of, record_encoder_use, requested_model
 
 router = APIRouter(prefix="/v1")
 ENDPOINT = "/v1/rerank"
@@ -62,9 +59,9 @@ async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
         embedder = await asyncio.to_thread(embedders_of(request).get, model)
         tokens, scores = await asyncio.to_thread(_score, embedder, body)
     except HearthError as error:
-        _record(request, model, tokens, started, error)
+        record_encoder_use(request, model, ENDPOINT, tokens, started, error)
         raise
-    _record(request, model, tokens, started, None)
+    record_encoder_use(request, model, ENDPOINT, tokens, started, None)
     return {
         "id": f"rerank-{uuid.uuid4().hex}",
         "model": body.model,
@@ -119,29 +116,3 @@ def ranked(
             result["document"] = {"text": texts[index]}
         results.append(result)
     return results
-
-
-def _record(
-    request: Request, model: str, tokens: int, started: float, error: HearthError | None
-) -> None:
-    """Metrics and a usage row, as every generation gets (see deps.observe)."""
-    status: UsageStatus = "ok" if error is None else "error"
-    metrics: Metrics = request.app.state.metrics
-    metrics.requests.labels(model, ENDPOINT, status).inc()
-    metrics.prompt_tokens.labels(model).inc(tokens)
-    usage: UsageLog = request.app.state.usage
-    usage.record(
-        UsageRecord(
-            request_id=f"rerank-{uuid.uuid4().hex}",
-            key_name=key_name(request),
-            model=model,
-            endpoint=ENDPOINT,
-            prompt_tokens=tokens,
-            completion_tokens=0,
-            cached_tokens=0,
-            ttft_ms=None,
-            duration_ms=(time.monotonic() - started) * 1000,
-            status=status,
-            error=None if error is None else str(error),
-        )
-    )

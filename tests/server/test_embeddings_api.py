@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import ollama
 import openai
@@ -51,3 +52,17 @@ def test_ollama_embed(server: tuple[str, list[list[float]]]) -> None:
     with ollama.Client(host=url) as client:
         result = client.embed(model=MODEL, input=TEXTS[0])
         assert np.allclose(np.array(result.embeddings[0]), np.array(reference[0]), atol=1e-6)
+
+
+def test_embeddings_are_counted_like_generations(server: tuple[str, list[list[float]]]) -> None:
+    url, _ = server
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as client:
+        tokens = client.embeddings.create(model=MODEL, input=TEXTS).usage.prompt_tokens
+    with ollama.Client(host=url) as client:
+        client.embed(model=MODEL, input=TEXTS[0])
+    metrics = httpx.get(f"{url}/metrics").text
+    for endpoint in ("/v1/embeddings", "/api/embed"):
+        line = f'hearth_requests_total{{endpoint="{endpoint}",model="{MODEL}",status="ok"}}'
+        assert line in metrics
+    assert f'hearth_prompt_tokens_total{{model="{MODEL}"}}' in metrics
+    assert tokens > 0

@@ -214,7 +214,7 @@ def _done_only(model: str, reason: str, extra: dict[str, Any] | None = None) -> 
 @router.post("/embed")
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
     body = body.model_copy(update={"model": requested_model(request, body.model)})
-    vectors, tokens = await embed_texts(request, body.model, body.texts())
+    vectors, tokens = await embed_texts(request, body.model, body.texts(), "/api/embed")
     return {"model": body.model, "embeddings": vectors, "prompt_eval_count": tokens}
 
 

@@ -62,7 +62,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     model = requested_model(request, body.model)
     if body.dimensions is not None:
         raise ValidationError("dimensions", body.dimensions, "is not supported")
-    vectors, tokens = await embed_texts(request, model, body.texts())
+    vectors, tokens = await embed_texts(request, model, body.texts(), "/v1/embeddings")
     encode = convert.base64_floats if body.encoding_format == "base64" else list
     return {
         "object": "list",

@@ -117,12 +117,12 @@ async def engine_panel(request: Request) -> dict[str, Any]:
 
 @router.get("/quotas")
 async def quotas_panel(request: Request) -> dict[str, Any]:
-    return extensions.quota_panel(request)
+    return await asyncio.to_thread(extensions.quota_panel, request)  # database reads
 
 
 @router.get("/safety")
 async def safety_panel(request: Request) -> dict[str, Any]:
-    return extensions.safety_panel(request)
+    return await asyncio.to_thread(extensions.safety_panel, request)  # database reads
 
 
 @router.post("/chat", response_model=None)

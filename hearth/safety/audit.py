@@ -13,8 +13,6 @@ refuses after the retries does it log each lost event's fields (never text) at E
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -23,7 +21,7 @@ from sqlalchemy import Engine, Integer, String, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hearth.db import Base, Sessions, UTCDateTime, utcnow
-from hearth.errors import HearthError
+from hearth.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,47 +59,16 @@ class AuditEvent:
     created: datetime = field(default_factory=utcnow)
 
 
-class AuditLog:
+class AuditLog(BackgroundWriter[AuditEvent]):
     """Audit events in the database behind ``engine`` (table ``safety_audit``)."""
 
     def __init__(self, engine: Engine) -> None:
+        super().__init__("audit log", BATCH_SIZE, COALESCE_SECONDS)
         self._sessions = Sessions(engine, AuditRow.__table__)  # type: ignore[arg-type]
-        self._queue: queue.SimpleQueue[AuditEvent | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
-        self._pending = 0
-        self._writer: threading.Thread | None = None
-        self._closed = False
 
     def record(self, event: AuditEvent) -> None:
         """Queue ``event``; never waits for the database. Thread-safe."""
-        with self._lock:
-            if self._closed:
-                raise HearthError("the audit log is closed")
-            self._pending += 1
-            self._queue.put(event)
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._run, name="hearth-audit-writer", daemon=True
-                )
-                self._writer.start()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event so far is written; False if ``timeout`` ran out first."""
-        with self._drained:
-            return self._drained.wait_for(lambda: self._pending == 0, timeout)
-
-    def close(self) -> None:
-        """Write everything queued, then stop the writer. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            writer = self._writer
-            if writer is not None:
-                self._queue.put(None)
-        if writer is not None:
-            writer.join()
+        self._queue_item(event)
 
     def events(self, limit: int = 1000) -> list[AuditEvent]:
         """The latest events (queued ones included), newest first."""
@@ -109,31 +76,6 @@ class AuditLog:
         query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
         with self._sessions.begin() as session:
             return [_event(row) for row in session.scalars(query)]
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = self._next_batch()
-            stop = None in batch
-            events = [event for event in batch if event is not None]
-            if events:
-                self._write(events)
-            with self._drained:
-                self._pending -= len(events)
-                self._drained.notify_all()
-
-    def _next_batch(self) -> list[AuditEvent | None]:
-        batch = [self._queue.get()]
-        deadline = time.monotonic() + COALESCE_SECONDS
-        while len(batch) < BATCH_SIZE and batch[-1] is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
 
     def _write(self, events: list[AuditEvent]) -> None:
         rows = [asdict(event) for event in events]

@@ -11,8 +11,6 @@ is better than taking the server down with the database.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,7 +22,8 @@ from sqlalchemy import Engine, Float, Integer, String, Text, case, func, insert,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hearth.db import Base, Sessions, UTCDateTime, utcnow
-from hearth.errors import HearthError, ValidationError
+from hearth.errors import ValidationError
+from hearth.writer import BackgroundWriter
 
 UsageStatus = Literal["ok", "error", "aborted"]
 GroupBy = Literal["key", "model"]
@@ -93,8 +92,10 @@ class UsageRow:
         return self.prompt_tokens + self.completion_tokens
 
 
-class UsageLog:
-    """Usage records in the database behind ``engine`` (table ``usage_records``)."""
+class UsageLog(BackgroundWriter[UsageRecord]):
+    """Usage records in the database behind ``engine`` (table ``usage_records``), written by a
+    background thread in one commit per 0.5 s window (measured: 11 ms more median time to first
+    token when every request committed at once)."""
 
     def __init__(
         self,
@@ -103,46 +104,13 @@ class UsageLog:
         batch_size: int = BATCH_SIZE,
         retry_delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
+        super().__init__("usage log", batch_size, COALESCE_SECONDS)
         self._sessions = Sessions(engine, UsageRecordRow.__table__)  # type: ignore[arg-type]
-        self._batch_size = batch_size
         self._retry_delays = tuple(retry_delays)
-        self._queue: queue.SimpleQueue[UsageRecord | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
-        self._pending = 0  # recorded, not yet written (or given up on)
-        self._writer: threading.Thread | None = None
-        self._closed = False
 
     def record(self, record: UsageRecord) -> None:
         """Queue ``record`` for writing; never waits for the database. Thread-safe."""
-        with self._lock:
-            if self._closed:
-                raise HearthError("the usage log is closed")
-            self._pending += 1
-            # Under the lock, so close()'s stop marker always comes after every record.
-            self._queue.put(record)
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._run, name="hearth-usage-writer", daemon=True
-                )
-                self._writer.start()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every record so far is written; False if ``timeout`` ran out first."""
-        with self._drained:
-            return self._drained.wait_for(lambda: self._pending == 0, timeout)
-
-    def close(self) -> None:
-        """Write everything still queued, then stop the writer. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            writer = self._writer
-            if writer is not None:
-                self._queue.put(None)
-        if writer is not None:
-            writer.join()
+        self._queue_item(record)
 
     def __enter__(self) -> UsageLog:
         return self
@@ -178,34 +146,6 @@ class UsageLog:
         with self._sessions.begin() as session:
             rows = [_usage_row(values) for values in session.execute(query)]
         return sorted(rows, key=lambda row: (-row.total_tokens, row.group or ""))
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = self._next_batch()
-            stop = None in batch
-            records = [record for record in batch if record is not None]
-            if records:
-                self._write(records)
-            with self._drained:
-                self._pending -= len(records)
-                self._drained.notify_all()
-
-    def _next_batch(self) -> list[UsageRecord | None]:
-        """The first record, then whatever follows within COALESCE_SECONDS: one commit per
-        window instead of one per request keeps the writer's CPU off the requests' latency
-        (measured: 11 ms more median time to first token when every request committed)."""
-        batch = [self._queue.get()]
-        deadline = time.monotonic() + COALESCE_SECONDS
-        while len(batch) < self._batch_size and batch[-1] is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
 
     def _write(self, records: list[UsageRecord]) -> None:
         rows = [asdict(record) for record in records]

@@ -21,7 +21,7 @@ $(VENV)/.installed-models: $(BIN)/python pyproject.toml scripts/setup.sh
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-models
-	scripts/setup.sh $(BIN) models,dev,finetune
+	scripts/setup.sh $(BIN) models,dev,finetune,cluster
 	touch $@
 
 setup: $(VENV)/.installed-models

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from hearth.devtools import local_server
+from hearth.devtools.local_server import free_port, wait_ready
 from hearth.engine.llm import LLM, EngineConfig
 from hearth.engine.sampling import SamplingParams
 
@@ -38,38 +38,14 @@ PROMPT_32 = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], path: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url + path, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server did not start")
-
-
 def start_hearth(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "HEARTH_HOME": str(home),
-        "HEARTH_HOST": f"127.0.0.1:{port}",
+    settings = {
         "HEARTH_THREADS": str(THREADS),
         "HEARTH_CONTEXT": "1024",
         "HEARTH_MAX_SEQS": "16",
         "HEARTH_CACHE_SEQS": "0",
     }
-    hearth = Path(sys.executable).with_name("hearth")
-    return subprocess.Popen([str(hearth), "serve"], env=env, stderr=subprocess.DEVNULL)
+    return local_server.start_hearth(home, port, settings)
 
 
 def start_peer(model: Path, port: int) -> subprocess.Popen[bytes]:
@@ -181,7 +157,7 @@ def main() -> None:
         server = start_hearth(home, port)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_ready(url, server, "/health")
+            wait_ready(url, server)
             http_ttft = asyncio.run(ttft(url + "/v1/completions", "gemma3:270m", args.rounds))
             rate, completed, produced = asyncio.run(
                 concurrent(url + "/v1/completions", "gemma3:270m", args.streams, args.tokens, eos)

@@ -14,6 +14,7 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     │   ├── InvalidDigestError      a digest is not ``sha256:<64 hex>``
     │   ├── DigestMismatchError     content does not hash to the digest it claims
     │   ├── InvalidModelFileError   a file is not a usable GGUF (truncated, corrupt, wrong format)
+    │   │   └── MalformedFileError  a GGUF/safetensors header out of the format's bounds
     │   ├── ConversionError         a Hugging Face folder cannot be converted to GGUF
     │   ├── QuantizationError       llama.cpp cannot quantize a model (says why)
     │   ├── IncompleteDownloadError a download ended early; its partial file is kept to resume
@@ -29,6 +30,7 @@ The server maps them to HTTP status codes and OpenAI error objects in one place;
     ├── FinetuneError               a fine-tune cannot start, continue or be registered (says why)
     │   ├── DatasetError            training data has bad lines (each listed with its number)
     │   └── JobNotFoundError        no fine-tuning job by that id
+    ├── EvalError                   an evaluation cannot run (a model that cannot answer, no judge)
     └── EngineError                 the inference engine failed
         ├── ModelLoadError          llama.cpp refused the model file
         ├── ContextOverflowError    the prompt does not fit the context window
@@ -93,6 +95,11 @@ class DigestMismatchError(StoreError):
 
 class InvalidModelFileError(StoreError):
     pass
+
+
+class MalformedFileError(InvalidModelFileError):
+    """A GGUF or safetensors header that a parser must not trust: a count, length, offset or
+    dimension out of bounds, an unknown type, overlapping tensors (the message names which)."""
 
 
 class ConversionError(StoreError):
@@ -172,6 +179,11 @@ class DatasetError(FinetuneError, ValueError):
 
 class JobNotFoundError(FinetuneError):
     pass
+
+
+class EvalError(HearthError):
+    """``hearth eval`` cannot run as asked: a model that is not a causal LM, a judge scorer with
+    no judge model, ...; the message says why. (Bad test-set lines are DatasetErrors.)"""
 
 
 class EngineError(HearthError):

@@ -9,6 +9,7 @@ from hearth.cli import (
     cost_cmds,
     create_cmds,
     doctor_cmds,
+    eval_cmds,
     finetune_cmds,
     integrity_cmds,
     keys_cmds,
@@ -60,6 +61,7 @@ app.command("plan")(cli_errors(plan_cmds.plan))
 app.command("doctor")(cli_errors(doctor_cmds.doctor))
 app.command("finetune")(cli_errors(finetune_cmds.finetune))
 app.command("jobs")(cli_errors(finetune_cmds.jobs))
+app.command("eval")(cli_errors(eval_cmds.eval_models))
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 keys_app.command("create")(cli_errors(keys_cmds.create))

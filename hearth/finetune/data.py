@@ -96,12 +96,12 @@ def load_examples(path: Path) -> list[Example]:
     if path.is_dir():
         rows: Iterator[tuple[int, object]] = _dataset_rows(path)
     elif path.is_file():
-        rows = _jsonl_rows(path)
+        rows = jsonl_rows(path)
     else:
         raise DatasetError(str(path), ["no such file or folder"])
     examples, problems = [], []
     for line, row in rows:
-        if isinstance(row, _Bad):
+        if isinstance(row, BadRow):
             problems.append(f"line {line}: {row.reason}")
             continue
         try:
@@ -129,22 +129,25 @@ def file_digest(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class _Bad:
+class BadRow:
+    """A line that is not a JSON value (or too long), and why."""
+
     reason: str
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON or BadRow) for each non-blank line; also used by hearth.evals."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             if len(raw) > MAX_LINE_BYTES:
-                yield number, _Bad(f"longer than {MAX_LINE_BYTES} bytes")
+                yield number, BadRow(f"longer than {MAX_LINE_BYTES} bytes")
                 continue
             try:
                 yield number, json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                yield number, _Bad(f"not valid JSON ({error})")
+                yield number, BadRow(f"not valid JSON ({error})")
 
 
 def _dataset_rows(path: Path) -> Iterator[tuple[int, object]]:
@@ -183,6 +186,15 @@ def parse_example(line: int, row: object) -> Example:
 
 
 def _messages(value: object) -> tuple[tuple[str, str], ...]:
+    messages = parse_messages(value)
+    if not any(role == "assistant" for role, _ in messages):
+        raise ValueError("no assistant message: nothing to learn")
+    return messages
+
+
+def parse_messages(value: object) -> tuple[tuple[str, str], ...]:
+    """(role, content) pairs of a non-empty list of chat messages, or ValueError saying which
+    message is wrong; also used by hearth.evals."""
     if not isinstance(value, list) or not value:
         raise ValueError("'messages' must be a non-empty list")
     messages = []
@@ -197,8 +209,6 @@ def _messages(value: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(content, str) or not content.strip():
             raise ValueError(f"message {index} ({role}): empty content")
         messages.append((role, content))
-    if not any(role == "assistant" for role, _ in messages):
-        raise ValueError("no assistant message: nothing to learn")
     return tuple(messages)
 
 

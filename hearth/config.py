@@ -29,6 +29,13 @@ class EnvVar:
 ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("HEARTH_HOME", "~/.hearth", "Store root: blobs/, manifests/, hearth.db, hearth.toml."),
     EnvVar("HEARTH_HOST", "127.0.0.1:11435", "Address `hearth serve` binds and the client calls."),
+    EnvVar(
+        "HEARTH_ALLOWED_HOSTS",
+        "",
+        "Comma-separated host names (or `*.example.com`) the server answers in the Host header,"
+        " besides loopback names and the bind address; anything else gets 421 (DNS-rebinding"
+        " defence). Bound to 0.0.0.0 or ::, list the names clients use, or `*` to accept any.",
+    ),
     EnvVar("HEARTH_THREADS", "0", "llama.cpp threads per model; 0 means one per CPU core."),
     EnvVar("HEARTH_CONTEXT", "4096", "Context length (tokens) per sequence; capped by the model."),
     EnvVar("HEARTH_MAX_SEQS", "16", "Sequences one loaded model decodes together."),
@@ -67,6 +74,12 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "sqlite:///$HEARTH_HOME/hearth.db",
         "SQLAlchemy URL of the database holding API keys and usage records, e.g."
         " postgresql+psycopg://user:pass@host/hearth (needs the `postgres` extra).",
+    ),
+    EnvVar(
+        "HEARTH_SHARED_QUOTAS",
+        "0",
+        "1 keeps rate limits and quotas in the database (HEARTH_DATABASE_URL), so every server"
+        " process on it enforces them together; 0 counts in each process's memory.",
     ),
     EnvVar(
         "HEARTH_REGISTRY_AUTH",
@@ -124,12 +137,15 @@ class Settings:
     aliases: Mapping[str, str] = field(default_factory=dict)  # from hearth.toml [aliases]
     policy: Mapping[str, object] = field(default_factory=dict)  # hearth.toml [policy], raw
     safety: Mapping[str, object] = field(default_factory=dict)  # hearth.toml [safety], raw
+    cluster: Mapping[str, object] = field(default_factory=dict)  # hearth.toml [cluster], raw
     registry_auth: str = ""  # HEARTH_REGISTRY_AUTH
     docker_config: Path = Path("~/.docker/config.json")
     finetune_jobs: int = 1  # HEARTH_FINETUNE_JOBS
     finetune_threads: int = 0  # HEARTH_FINETUNE_THREADS; 0: torch's default
     responses_ttl: float = 3600.0  # HEARTH_RESPONSES_TTL, seconds; 0 keeps none
     hardware: Hardware | None = None  # hearth.toml [hardware]: what this machine costs
+    shared_quotas: bool = False  # HEARTH_SHARED_QUOTAS: quota counters in the database
+    allowed_hosts: tuple[str, ...] = ()  # HEARTH_ALLOWED_HOSTS, lower case; ("*",) allows any
 
     @property
     def blobs_dir(self) -> Path:
@@ -173,12 +189,15 @@ class Settings:
             aliases=load_aliases(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
             policy=load_policy_table(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
             safety=load_safety_table(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
+            cluster=load_cluster_table(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
             registry_auth=source.get("HEARTH_REGISTRY_AUTH", ""),
             docker_config=Path(get("HEARTH_DOCKER_CONFIG")).expanduser(),
             finetune_jobs=_int(get, "HEARTH_FINETUNE_JOBS", minimum=1),
             finetune_threads=_int(get, "HEARTH_FINETUNE_THREADS", minimum=0),
             responses_ttl=_responses_ttl(get),
             hardware=load_hardware(Path(get("HEARTH_HOME")).expanduser() / CONFIG_FILE),
+            shared_quotas=get("HEARTH_SHARED_QUOTAS") not in ("0", "false", "no"),
+            allowed_hosts=_host_list(source.get("HEARTH_ALLOWED_HOSTS", "")),
         )
 
 
@@ -272,6 +291,14 @@ def load_safety_table(path: Path) -> dict[str, object]:
     return safety
 
 
+def load_cluster_table(path: Path) -> dict[str, object]:
+    """``[cluster]`` of hearth.toml, unvalidated: hearth.cluster.config.ClusterConfig checks it."""
+    cluster = _read_toml(path).get("cluster", {})
+    if not isinstance(cluster, dict):
+        raise ConfigError(f"{path}: 'cluster' must be a table")
+    return cluster
+
+
 def _read_toml(path: Path) -> dict[str, object]:
     """The document, {} when the file is absent; ConfigError with the line and column if bad."""
     if not path.is_file():
@@ -329,6 +356,15 @@ def _responses_ttl(get: _Getter) -> float:
     if seconds < 0:
         raise ConfigError(f"{name} must not be negative, got {get(name)!r}")
     return seconds
+
+
+def _host_list(raw: str) -> tuple[str, ...]:
+    """HEARTH_ALLOWED_HOSTS: names or addresses without ports (IPv6 brackets dropped)."""
+    hosts = tuple(part.strip().lower().strip("[]") for part in raw.split(","))
+    for host in hosts:
+        if "/" in host or host.count(":") == 1:  # a URL, or name:port (IPv6 has 2 colons)
+            raise ConfigError(f"HEARTH_ALLOWED_HOSTS lists host names without ports, got {host!r}")
+    return tuple(host for host in hosts if host)
 
 
 def _database_url(get: _Getter) -> str:

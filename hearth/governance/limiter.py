@@ -92,6 +92,8 @@ class _Room:
 class Limiter:
     """Admission, reservation and settlement for any number of subjects. Thread-safe."""
 
+    blocking = False  # True where calls wait on a database (governance.shared): call off the loop
+
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()

@@ -14,8 +14,10 @@ Three points on the path, each one line in the shared code:
    generation really used, streams cut short included; the reservation settles to them.
 
 Counts are per process, in memory (:class:`hearth.governance.limiter.Limiter`), started from
-the usage records the first time a key or team is seen. Several server processes on one
-database each enforce the limits on their own traffic.
+the usage records the first time a key or team is seen: several server processes on one
+database then each enforce the limits on their own traffic. With ``HEARTH_SHARED_QUOTAS=1``
+(:func:`limiter_for`) the counts live in the database instead
+(:class:`hearth.governance.shared.SharedLimiter`), and all the processes enforce them together.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy import Engine
 
-from hearth.config import Hardware
+from hearth.config import Hardware, Settings
 from hearth.db import utcnow
 from hearth.engine.engine import Generation
 from hearth.engine.llm import ModelView
 from hearth.engine.sampling import SamplingParams
 from hearth.governance.cost import model_rates, read_uses, spent
 from hearth.governance.limiter import Baseline, Limiter, Reservation, Subject, period_starts
+from hearth.governance.shared import SharedLimiter
 from hearth.governance.store import TeamStore
 from hearth.server.keys import KeyInfo, KeyStore
 from hearth.server.usage import UsageLog
@@ -51,6 +54,11 @@ RATES_TTL = 600.0  # seconds between re-measuring each model's cost per token
 RATES_WINDOW = timedelta(days=30)  # usage records the rates are measured on
 
 _ticket: ContextVar[Ticket | None] = ContextVar("hearth_quota_ticket", default=None)
+
+
+def limiter_for(settings: Settings, engine: Engine) -> Limiter:
+    """Counters in the database when quotas are shared (HEARTH_SHARED_QUOTAS), else in memory."""
+    return SharedLimiter(engine) if settings.shared_quotas else Limiter()
 
 
 class Quotas:
@@ -196,7 +204,10 @@ async def admit(request: Request, key: KeyInfo) -> None:
     subjects = await asyncio.to_thread(quotas.subjects, key)
     if not subjects:
         return
-    quotas.limiter.admit(subjects)
+    if quotas.limiter.blocking:  # a database round trip: not on the event loop
+        await asyncio.to_thread(quotas.limiter.admit, subjects)
+    else:
+        quotas.limiter.admit(subjects)
     ticket = Ticket(quotas, subjects)
     request.state.quota = ticket
     _ticket.set(ticket)

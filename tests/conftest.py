@@ -7,9 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from hearth.config import Settings
 from hearth.devtools.tiny_gguf import TinyModelSpec, write_tiny_gguf
+
+# Property tests (tests/fuzz): bounded and deterministic by default; `pytest
+# --hypothesis-profile=long tests/fuzz` runs the long search (docs/FUZZING.md).
+hypothesis_settings.register_profile(
+    "ci", max_examples=100, deadline=2000, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.register_profile("long", max_examples=20_000, deadline=None, database=None)
+hypothesis_settings.load_profile("ci")
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"

@@ -214,6 +214,9 @@ def _data_offsets(tensor: SourceTensor) -> tuple[int, int]:
 
 @contextmanager
 def _open(path: Path) -> Iterator[Any]:
+    from hearth.store.safetensors_check import check_safetensors  # late: store imports convert
+
+    check_safetensors(path)  # bounded header check before the library maps the file
     try:
         with safe_open(str(path), framework="np") as handle:
             yield handle

@@ -225,7 +225,7 @@ class _CallScanner:
 def _decode(raw: list[str]) -> object:
     try:
         return json.loads("".join(raw))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
 
 

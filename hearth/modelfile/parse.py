@@ -181,5 +181,8 @@ def _path(value: str, directory: Path | None, keyword: str) -> Path:
             f"{keyword} {value}: a Modelfile sent to the server cannot name local files; "
             "upload them (POST /api/blobs) and pass them as files/adapters"
         )
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (directory / path).resolve()
+    try:  # "~nobody/x" has no home directory; a NUL byte is no path at all
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (directory / path).resolve()
+    except (RuntimeError, ValueError, OSError) as error:
+        raise ModelfileError(f"{keyword} {value!r} is not a usable path: {error}") from None

@@ -15,6 +15,7 @@ from typing import Any
 import gguf
 
 from hearth.errors import InvalidModelFileError
+from hearth.store.gguf_check import check_gguf
 from hearth.store.gguf_shape import ModelShape, shape_from_metadata
 
 GGUF_MAGIC = b"GGUF"
@@ -38,6 +39,7 @@ class GGUFInfo:
 def read_gguf_info(path: Path) -> GGUFInfo:
     """Read and sanity-check ``path``; InvalidModelFileError if it is not a usable GGUF."""
     file_size = _check_magic(path)
+    check_gguf(path)  # bounded header check before gguf-py sizes anything from the file
     try:
         reader = gguf.GGUFReader(path)
     except Exception as error:  # the reader fails in many ways on bad input; all mean one thing

@@ -83,6 +83,8 @@ def parse_name(text: str) -> ModelName:
 
 def name_from_manifest_path(root: Path, path: Path) -> ModelName | None:
     """The name whose manifest lives at ``path``, or None if ``path`` is not one of ours."""
+    if not path.is_relative_to(root):
+        return None
     parts = path.relative_to(root).parts
     if len(parts) != 4:
         return None
@@ -100,6 +102,8 @@ def _check_shape(text: str) -> None:
         raise InvalidNameError("model name is empty")
     if any(ch.isspace() for ch in text):
         raise InvalidNameError(f"model name {text!r} contains whitespace")
+    if not text.isascii():  # before lower(): the Kelvin sign would fold into an ASCII "k"
+        raise InvalidNameError(f"model name {text!r} contains non-ASCII characters")
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise InvalidNameError(

@@ -37,7 +37,7 @@ def test_runaway_template_is_stopped_by_the_time_limit() -> None:
         "{% if a == -1 %}x{% endif %}{% endfor %}{% endfor %}"
     )
     started = time.monotonic()
-    with pytest.raises(TemplateError, match="longer than"):
+    with pytest.raises(TemplateError, match=r"longer than|loop iterations"):
         ChatTemplate(source).render([])
     assert time.monotonic() - started < 10
 

@@ -34,6 +34,7 @@ from hearth.errors import (
 from hearth.log import get_logger
 from hearth.store.blobs import Progress, read_chunks
 from hearth.store.digest import digest_bytes, validate_digest
+from hearth.store.gguf_check import check_gguf
 from hearth.store.gguf_shape import read_gguf_shape
 from hearth.store.manifest import Descriptor, Manifest, MediaType, ModelConfig
 from hearth.store.names import ModelName
@@ -468,6 +469,7 @@ def _check_content(store: Store, manifest: Manifest) -> None:
     ModelConfig.from_json(store.blobs.read_bytes(manifest.config.digest), "pulled config")
     model_layer = manifest.layer(MediaType.MODEL)
     assert model_layer is not None  # parse_remote_manifest checked
+    check_gguf(store.blobs.path(model_layer.digest))  # untrusted bytes: bounds before anything
     read_gguf_shape(store.blobs.path(model_layer.digest))
 
 

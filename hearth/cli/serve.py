@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import signal
 from types import FrameType
@@ -21,6 +22,10 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback bind without API keys")
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Serve on a Ray cluster: ray://HEAD:10001, HEAD:6379, or auto"),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API."""
     import uvicorn
@@ -30,6 +35,11 @@ def serve(
     from hearth.server.keys import KeyStore
 
     settings = get_settings()
+    if cluster is not None:  # replicas on Ray Serve; hearth.toml [cluster] says what to serve
+        from hearth.cluster.serve import run_cluster
+
+        run_cluster(cluster, settings, insecure_no_auth, lambda url: err.print(f"[dim]{url}[/]"))
+        return
     address, port = split_host(host or settings.host)
     public = not is_loopback(address) and not insecure_no_auth
     if public and not KeyStore(open_database(settings)).any_active():
@@ -39,10 +49,15 @@ def serve(
             " --insecure-no-auth"
         )
     err.print(f"[dim]Hearth listening on http://{address}:{port} (OpenAI API under /v1)[/]")
+    if address in ("0.0.0.0", "::") and not settings.allowed_hosts:
+        err.print(
+            "[yellow]Only loopback Host names are answered (DNS-rebinding defence): set"
+            " HEARTH_ALLOWED_HOSTS to the names clients use, or * for any[/]"
+        )
     # On SIGTERM uvicorn stops accepting, lets in-flight requests run for the timeout, then
     # cancels them (which aborts their engine requests); the app's shutdown flushes usage.
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(dataclasses.replace(settings, host=host or settings.host)),  # Host check
         host=address,
         port=port,
         log_level="warning",

@@ -24,13 +24,14 @@ from hearth.server.errors import (
     openai_error,
 )
 from hearth.server.finetune_api import router as finetune_router
+from hearth.server.hygiene import NetworkHygiene, allowed_hosts
 from hearth.server.keys import KeyStore
 from hearth.server.licenses_api import router as licenses_router
 from hearth.server.metrics import Metrics
 from hearth.server.ollama.create import router as create_router
 from hearth.server.ollama.routes import router as ollama_router
 from hearth.server.openai.routes import router as openai_router
-from hearth.server.quotas import Quotas
+from hearth.server.quotas import Quotas, limiter_for
 from hearth.server.registry_api import install_registry_api
 from hearth.server.rerank import router as rerank_router
 from hearth.server.responses.routes import router as responses_router
@@ -56,7 +57,13 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
         app.state.database = database  # the dashboard reads usage rows from it
         app.state.keys = KeyStore(database)
         app.state.usage = UsageLog(database)
-        app.state.quotas = Quotas(database, app.state.keys, app.state.usage, settings.hardware)
+        app.state.quotas = Quotas(
+            database,
+            app.state.keys,
+            app.state.usage,
+            settings.hardware,
+            limiter_for(settings, database),
+        )
         app.state.safety = SafetyService(safety, AuditLog(database), app.state.manager)
         if owned:
             app.state.manager.start_reaper()
@@ -117,4 +124,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
     app.include_router(licenses_router)
     app.include_router(finetune_router)
     install_dashboard(app)  # /ui: pages, /ui/api, their security headers
+    # Added last, so it runs first: an unknown Host is refused before anything else happens.
+    app.add_middleware(NetworkHygiene, allowed=allowed_hosts(settings))
     return app

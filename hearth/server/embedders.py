@@ -12,6 +12,7 @@ import threading
 
 from hearth.engine.embeddings import Embedder, EmbedderConfig
 from hearth.engine.manager import ModelManager
+from hearth.errors import ModelLoadError, ValidationError
 from hearth.store import LocalModel
 
 # llama.cpp's buffers for an embedding context of EmbedderConfig().batch_tokens tokens,
@@ -41,6 +42,12 @@ class EmbedderPool:
                 self._manager.reserve(key, embedder_memory(model, self._config))
                 try:
                     embedder = Embedder(model.model_path, self._config)
+                except ModelLoadError:
+                    # A chat model asked for vectors: the client's choice of model, not a 500.
+                    self._manager.unreserve(key)
+                    raise ValidationError(
+                        "model", name, "is not an embedding model llama.cpp can use"
+                    ) from None
                 except BaseException:
                     self._manager.unreserve(key)
                     raise

@@ -74,7 +74,9 @@ def base() -> Response:
     return JSONResponse({}, headers=API_VERSION_HEADER)
 
 
-@router.api_route("/{namespace}/{name}/manifests/{reference}", methods=["GET", "HEAD"])
+# One route per method: a route with two methods gives both the same OpenAPI operationId.
+@router.get("/{namespace}/{name}/manifests/{reference}")
+@router.head("/{namespace}/{name}/manifests/{reference}")
 def manifest(request: Request, namespace: str, name: str, reference: str) -> Response:
     store = _store(request)
     if reference.startswith("sha256:"):
@@ -89,7 +91,8 @@ def manifest(request: Request, namespace: str, name: str, reference: str) -> Res
     return Response(body, media_type=MediaType.MANIFEST, headers=headers)
 
 
-@router.api_route("/{namespace}/{name}/blobs/{digest}", methods=["GET", "HEAD"])
+@router.get("/{namespace}/{name}/blobs/{digest}")
+@router.head("/{namespace}/{name}/blobs/{digest}")
 def blob(request: Request, namespace: str, name: str, digest: str) -> Response:
     try:
         validate_digest(digest)
@@ -116,7 +119,11 @@ def tags(request: Request, namespace: str, name: str) -> Response:
     return JSONResponse(body, headers=API_VERSION_HEADER)
 
 
-@router.api_route("/{path:path}", methods=["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"])
+@router.api_route(
+    "/{path:path}",
+    methods=["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"],
+    include_in_schema=False,  # not part of the API: the spec's answers to everything else
+)
 def other(request: Request, path: str) -> Response:
     """Writes are refused; any other path is not part of the API (the spec's 404 form)."""
     if request.method not in ("GET", "HEAD"):

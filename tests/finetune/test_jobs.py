@@ -85,7 +85,7 @@ def test_the_http_api_refuses_bad_jobs_and_runs_good_ones(
     data = write_jsonl(tmp_path / "d.jsonl", tiny_facts(8))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a"}\n{oops\n')
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         body = {"base": "tiny", "data": str(data), "name": "api-ft"}
         assert client.post("/api/finetune", json={**body, "rank": 0}).status_code == 400
         refused = client.post("/api/finetune", json={**body, "data": str(bad)})
@@ -136,7 +136,7 @@ def test_only_an_admin_key_starts_a_fine_tune(settings: Settings, tmp_path: Path
     user = keys.create("user", models=None, expires=None).secret
     admin = keys.create("root", models=None, expires=None, admin=True).secret
     body = {"base": "tiny", "data": str(tmp_path / "none.jsonl"), "name": "x", "rank": 0}
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         as_user = client.post("/api/finetune", json=body, headers=_bearer(user))
         assert as_user.status_code == 403 and "admin key" in as_user.text
         as_admin = client.post("/api/finetune", json=body, headers=_bearer(admin))

@@ -54,10 +54,17 @@ def finetune(
     force: Annotated[
         bool, typer.Option(help="Register without improvement; replace an existing --name")
     ] = False,
+    merge: Annotated[
+        bool, typer.Option(help="Merge the adapter into the base: store a full model")
+    ] = False,
+    quantize: Annotated[
+        str | None, typer.Option(help="With --merge: quantize it (Q4_K_M, Q8_0, ...)")
+    ] = None,
 ) -> None:
     """Fine-tune BASE with LoRA or QLoRA on your data, evaluate it on held-out examples, and
-    register the adapter as model NAME (served with `hearth run NAME`). Ctrl-C saves a
-    checkpoint; --resume continues from it."""
+    register the adapter as model NAME (served with `hearth run NAME`); with --merge, the
+    merged weights as a full model instead. Ctrl-C saves a checkpoint; --resume continues
+    from it."""
     jobs = JobStore(get_settings())
     if resume:
         job_id = jobs.resumable(name)
@@ -85,7 +92,7 @@ def finetune(
             rslora=rslora,
         )
         eval_data = str(eval_file.resolve()) if eval_file else None
-        spec = JobSpec(base, str(data.resolve()), name, options, eval_data, force)
+        spec = JobSpec(base, str(data.resolve()), name, options, eval_data, force, merge, quantize)
         preflight(Store(jobs.settings), spec)
         job_id = jobs.create(spec)
     if detach:

@@ -20,7 +20,9 @@ from hearth.cli.remote import running_server
 from hearth.config import get_settings
 from hearth.errors import InvalidNameError
 from hearth.server.ollama.convert import show_response
-from hearth.store import Store
+from hearth.store import MediaType, Store
+
+HF_FILE = MediaType.HF_FILE
 
 
 def open_store() -> Store:
@@ -68,6 +70,10 @@ def import_model(
     accept_license: Annotated[
         bool, typer.Option("--accept-license", help="Accept the model's license terms (recorded)")
     ] = False,
+    no_source: Annotated[
+        bool,
+        typer.Option("--no-source", help="Keep only the GGUF, not the folder's own files"),
+    ] = False,
 ) -> None:
     """Import a local GGUF file, convert a Hugging Face model folder, or import a bundle."""
     if path.suffix == ".tar" and path.is_file():
@@ -78,8 +84,13 @@ def import_model(
     store = open_store()
     existed = license_cmds.model_exists(store, name)
     if path.is_dir():
-        with byte_progress(f"converting {path.name}") as progress:
-            model = store.import_hf_dir(path, name, progress=progress)
+        with (
+            byte_progress(f"converting {path.name}") as progress,
+            byte_progress("keeping the source files") as kept,
+        ):
+            model = store.import_hf_dir(
+                path, name, progress=progress, keep_source=not no_source, source_progress=kept
+            )
     else:
         with byte_progress(f"importing {path.name}") as progress:
             model = store.import_gguf(path, name, progress=progress)
@@ -139,7 +150,11 @@ def show(
             _print_shown(client.show(name), license=license, modelfile=modelfile)
             return
     store = open_store()
-    _print_shown(show_response(store, store.resolve(name)), license=license, modelfile=modelfile)
+    model = store.resolve(name)
+    _print_shown(show_response(store, model), license=license, modelfile=modelfile)
+    source = [layer.size for layer in model.manifest.layers if layer.media_type == HF_FILE]
+    if source and not modelfile:
+        _plain(f"  {'HF source':<16}{len(source)} files, {human_size(sum(source))}")
 
 
 def _print_shown(shown: dict[str, Any], *, license: bool, modelfile: bool) -> None:

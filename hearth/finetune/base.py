@@ -1,31 +1,41 @@
-"""The base model for training, loaded from the store's GGUF into transformers.
+"""The base model for training: its Hugging Face source if the store kept one, else its GGUF.
 
-The store keeps GGUF only (a Hugging Face import is converted on the way in), so training starts
-from transformers' GGUF loader, which dequantizes every tensor. That loader marks the model as
-"quantized with gguf", and both ``save_pretrained`` and training refuse such a model until the
-mark (``quantization_config``, ``hf_quantizer``, ``is_quantized``) is cleared.
+A Hugging Face import keeps the folder's own files (``HF_FILE`` layers): they are linked into
+the job's work folder (hard links to the blobs, copies where links fail) and loaded with
+transformers as they are. Other models start from transformers' GGUF loader, which dequantizes
+every tensor. That loader marks the model as "quantized with gguf", and both
+``save_pretrained`` and training refuse such a model until the mark (``quantization_config``,
+``hf_quantizer``, ``is_quantized``) is cleared.
 
 QLoRA cannot combine ``gguf_file=`` with a 4-bit config: the dequantized model is saved once as a
 Hugging Face folder (cached under ``HEARTH_HOME/finetune/hf/<digest>``) and reloaded from there
-in NF4. bitsandbytes' AVX512-BF16 CPU path repacks a 4-bit layer's weights the first time it runs
-in eval mode under no_grad and never unpacks them, after which training silently learns far
-less; it is switched off on every 4-bit layer.
+in NF4 (a Hugging Face source is loaded in NF4 directly). bitsandbytes' AVX512-BF16 CPU path
+repacks a 4-bit layer's weights the first time it runs in eval mode under no_grad and never
+unpacks them, after which training silently learns far less; it is switched off on every 4-bit
+layer.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.errors import FinetuneError
-from hearth.store import LocalModel, MediaType
+from hearth.errors import FinetuneError, StoreError
+from hearth.store import BlobStore, Descriptor, LocalModel, MediaType
+from hearth.store.manifest import TITLE_ANNOTATION
 
 # GGUF architectures that are not causal language models (nothing to fine-tune with a LM loss).
 NOT_CAUSAL = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5encoder"})
 # Gemma 3 trains correctly only with eager attention (transformers' advice for this model).
 _EAGER = frozenset({"gemma2", "gemma3"})
+# A source file's name comes from a manifest (maybe a registry's): a plain name, nothing else.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
+HF_SOURCE = "hf-source"  # LoadedBase.source: the imported Hugging Face files
+GGUF = "gguf"  # LoadedBase.source: the store's GGUF, dequantized
 
 
 @dataclass
@@ -36,6 +46,12 @@ class LoadedBase:
     tokenizer: Any
     architecture: str  # the GGUF's general.architecture
     gguf_path: Path
+    source: str = GGUF  # what it was loaded from: HF_SOURCE or GGUF
+
+
+def hf_source(model: LocalModel) -> list[Descriptor]:
+    """The Hugging Face files an import kept with ``model`` (none for GGUF imports)."""
+    return [layer for layer in model.manifest.layers if layer.media_type == MediaType.HF_FILE]
 
 
 def check_trainable(model: LocalModel) -> None:
@@ -49,7 +65,7 @@ def check_trainable(model: LocalModel) -> None:
             "model: fine-tuning trains a model to continue text; choose a causal LM such as "
             "gemma3:270m"
         )
-    if arch not in GGUF_SUPPORTED_ARCHITECTURES:
+    if arch not in GGUF_SUPPORTED_ARCHITECTURES and not hf_source(model):
         supported = ", ".join(sorted(a for a in GGUF_SUPPORTED_ARCHITECTURES if a != "general"))
         raise FinetuneError(
             f"{model.name} is a {arch} model; transformers cannot load {arch} GGUF files for "
@@ -68,18 +84,64 @@ def load_base(
     import torch
 
     check_trainable(model)
-    link_dir = _gguf_link(model.model_path, work_dir)
-    tokenizer = _tokenizer(link_dir)
     arch = model.info.architecture
     extra = {"attn_implementation": "eager"} if arch in _EAGER else {}
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    if method == "qlora":
-        hf_dir = _hf_folder(model, link_dir, tokenizer, cache_dir, extra)
-        loaded = _load_4bit(hf_dir, extra)
+    if hf_source(model):
+        tokenizer, loaded = _from_hf_source(model, work_dir, method, torch_dtype, extra)
+        source = HF_SOURCE
     else:
-        loaded = _load_gguf(link_dir, torch_dtype, extra)
+        tokenizer, loaded = _from_gguf(model, work_dir, method, torch_dtype, extra, cache_dir)
+        source = GGUF
     loaded.config.use_cache = False
-    return LoadedBase(loaded, tokenizer, arch, model.model_path)
+    return LoadedBase(loaded, tokenizer, arch, model.model_path, source)
+
+
+def _from_hf_source(
+    model: LocalModel, work_dir: Path, method: str, torch_dtype: Any, extra: dict[str, str]
+) -> tuple[Any, Any]:
+    folder = materialise_hf_source(model, work_dir / HF_SOURCE)
+    loaded = (
+        _load_4bit(folder, extra) if method == "qlora" else _load_hf(folder, torch_dtype, extra)
+    )
+    return _tokenizer(folder), loaded
+
+
+def _from_gguf(
+    model: LocalModel,
+    work_dir: Path,
+    method: str,
+    torch_dtype: Any,
+    extra: dict[str, str],
+    cache_dir: Path,
+) -> tuple[Any, Any]:
+    link_dir = _gguf_link(model.model_path, work_dir)
+    tokenizer = _tokenizer(link_dir, "model.gguf")
+    if method == "qlora":
+        return tokenizer, _load_4bit(
+            _hf_folder(model, link_dir, tokenizer, cache_dir, extra), extra
+        )
+    return tokenizer, _load_gguf(link_dir, torch_dtype, extra)
+
+
+def materialise_hf_source(model: LocalModel, folder: Path) -> Path:
+    """``model``'s Hugging Face files as a folder: hard links to the blobs (nothing may write
+    to them), or copies where the work folder is on another file system."""
+    blobs = BlobStore(model.model_path.parent)  # all of a model's blobs live in one store
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for layer in hf_source(model):
+        name = layer.annotations.get(TITLE_ANNOTATION, "")
+        if not _FILE_NAME.fullmatch(name):
+            raise StoreError(f"{model.name}: a Hugging Face source file has a bad name {name!r}")
+        blob = blobs.path(layer.digest)
+        if not blob.is_file():
+            raise StoreError(f"{model.name}: blob {layer.digest} ({name}) is missing")
+        try:
+            os.link(blob, folder / name)
+        except OSError:
+            shutil.copyfile(blob, folder / name)
+    return folder
 
 
 def _gguf_link(blob: Path, work_dir: Path) -> Path:
@@ -93,10 +155,10 @@ def _gguf_link(blob: Path, work_dir: Path) -> Path:
     return folder
 
 
-def _tokenizer(folder: Path) -> Any:
+def _tokenizer(folder: Path, gguf_file: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file="model.gguf")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # labels are built explicitly: EOS keeps its loss
     return tokenizer
@@ -113,6 +175,15 @@ def _load_gguf(folder: Path, torch_dtype: Any, extra: dict[str, str]) -> Any:
         raise FinetuneError(f"transformers cannot load this GGUF for training: {error}") from None
     _clear_gguf_mark(model)
     return model
+
+
+def _load_hf(folder: Path, torch_dtype: Any, extra: dict[str, str]) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, **extra)
+    except (ValueError, KeyError, OSError) as error:
+        raise FinetuneError(f"transformers cannot load this model for training: {error}") from None
 
 
 def _clear_gguf_mark(model: Any) -> None:

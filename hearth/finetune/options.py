@@ -81,6 +81,23 @@ class JobSpec:
     options: TrainOptions = field(default_factory=TrainOptions)
     eval_data: str | None = None
     force: bool = False  # register even without improvement, and replace an existing name
+    merge: bool = False  # merge the adapter into the base: a full model, not an adapter
+    quantize: str | None = None  # with merge: quantize the merged model (Q4_K_M, Q8_0, ...)
+
+    def __post_init__(self) -> None:
+        if self.quantize is None:
+            return
+        if not self.merge:
+            raise ValidationError(
+                "quantize", self.quantize, "needs --merge: only a merged model is quantized"
+            )
+        from hearth.store.quantize import parse_quant_type
+
+        try:
+            canonical, _ = parse_quant_type(self.quantize)
+        except ValidationError as error:
+            raise ValidationError("quantize", self.quantize, error.reason) from None
+        object.__setattr__(self, "quantize", canonical)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +107,8 @@ class JobSpec:
             "options": self.options.to_dict(),
             "eval_data": self.eval_data,
             "force": self.force,
+            "merge": self.merge,
+            "quantize": self.quantize,
         }
 
     @classmethod
@@ -101,6 +120,8 @@ class JobSpec:
             options=TrainOptions.from_dict(dict(data.get("options") or {})),
             eval_data=data.get("eval_data"),
             force=bool(data.get("force", False)),
+            merge=bool(data.get("merge", False)),
+            quantize=data.get("quantize"),
         )
 
     @property

@@ -1,6 +1,7 @@
 """One fine-tune from data to a registered model: validate, load, evaluate, train, evaluate,
-gate, export, register (with lineage). Everything a user can get wrong is checked before the
-base model is loaded (name taken, bad data lines, a base that cannot be trained)."""
+gate, export (or merge, with ``--merge``), register (with lineage). Everything a user can get
+wrong is checked before the base model is loaded (name taken, bad data lines, a base that
+cannot be trained or merged)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,23 @@ from typing import Any, Protocol
 
 from hearth.errors import FinetuneError, ModelNotFoundError
 from hearth.finetune import data as ds
-from hearth.finetune.base import check_trainable, load_base
+from hearth.finetune.base import HF_SOURCE, LoadedBase, check_trainable, hf_source, load_base
 from hearth.finetune.evaluate import Answer, EvalReport, greedy_answers, held_out_loss
 from hearth.finetune.export import export_gguf_lora
 from hearth.finetune.lineage import lineage_json, lineage_record
+from hearth.finetune.merge import (
+    MERGEABLE,
+    MergedModel,
+    merge_to_gguf,
+    on_full_precision,
+    out_type,
+    register_merged,
+)
 from hearth.finetune.options import JobSpec
 from hearth.finetune.train import StepReport, Trainer, add_lora, resolve_dtype
 from hearth.modelfile.create import create_model
 from hearth.modelfile.parse import Recipe
-from hearth.store import LocalModel, MediaType, Store
+from hearth.store import LocalModel, MediaType, Progress, Store
 
 
 class Reporter(Protocol):
@@ -67,20 +76,27 @@ def check_name(store: Store, spec: JobSpec) -> None:
         )
 
 
-def check_base(store: Store, base: LocalModel) -> None:
-    """Trainable here, and not denied by the license policy (hearth.toml [policy]): the
-    fine-tune inherits the base's terms."""
+def check_base(store: Store, base: LocalModel, *, merge: bool = False) -> None:
+    """Trainable here (and mergeable, for ``merge``), and not denied by the license policy
+    (hearth.toml [policy]): the fine-tune inherits the base's terms."""
     from hearth.license import check_serving
     from hearth.license.report import policy_of
 
     check_trainable(base)
+    arch = base.info.architecture
+    if merge and arch not in MERGEABLE:
+        raise FinetuneError(
+            f"{base.name} is a {arch} model; a merged {arch} model cannot be converted back to "
+            f"GGUF here (--merge works for {', '.join(sorted(MERGEABLE))}); drop --merge to "
+            "store an adapter"
+        )
     check_serving(store, base, policy_of(store.settings))
 
 
 def preflight(store: Store, spec: JobSpec) -> None:
     """The checks that need no model loaded: base trainable and allowed, name free, every data
     line good."""
-    check_base(store, store.ensure(spec.base))
+    check_base(store, store.ensure(spec.base), merge=spec.merge)
     check_name(store, spec)
     ds.load_examples(spec.data_path)
     if spec.eval_data:
@@ -102,7 +118,7 @@ def run_finetune(
 
     options = spec.options
     base_model = store.ensure(spec.base)
-    check_base(store, base_model)
+    check_base(store, base_model, merge=spec.merge)
     check_name(store, spec)
     examples = ds.load_examples(spec.data_path)
     if spec.eval_data:
@@ -115,6 +131,7 @@ def run_finetune(
     loaded = load_base(
         base_model, paths.work, dtype=dtype, method=options.method, cache_dir=cache_dir
     )
+    reporter.log(_loaded_from(base_model, loaded))
     tokenizer = loaded.tokenizer
     train_tokens = ds.tokenize_examples(train, tokenizer, options.max_seq_len, spec.data)
     held_tokens = ds.tokenize_examples(held, tokenizer, options.max_seq_len, spec.eval_data or "")
@@ -139,20 +156,86 @@ def run_finetune(
     reporter.evaluation(report)
     if not report.improved and not spec.force:
         return Outcome("rejected", None, _rejection(report), report)
-    export_gguf_lora(model, loaded.gguf_path, paths.adapter)
-    counts = {"train_examples": len(train), "eval_examples": len(held)}
-    record = lineage_record(
-        spec,
-        base_model,
-        dataset_digest=ds.file_digest(spec.data_path),
-        counts=counts,
-        dtype=dtype,
-        steps=result.steps,
-        evaluation=report.to_dict(),
-        job_id=job_id,
-    )
-    registered = register(store, spec, base_model, paths.adapter, record, tokenizer, examples)
+    output: Path | MergedModel
+    if spec.merge:
+        output = _merge(store, spec, base_model, model, loaded, paths, reporter, dtype)
+    else:
+        output = export_gguf_lora(model, loaded.gguf_path, paths.adapter)
+    try:
+        record = lineage_record(
+            spec,
+            base_model,
+            dataset_digest=ds.file_digest(spec.data_path),
+            counts={"train_examples": len(train), "eval_examples": len(held)},
+            dtype=dtype,
+            steps=result.steps,
+            evaluation=report.to_dict(),
+            job_id=job_id,
+        )
+        record["base"]["loaded_from"] = loaded.source
+        record["merged"] = spec.merge
+        if isinstance(output, MergedModel):
+            record["quantization"] = output.quantization
+        registered = register(store, spec, base_model, output, record, tokenizer, examples)
+    finally:
+        if isinstance(output, MergedModel):
+            output.path.unlink(missing_ok=True)  # adopted into the store unless that failed
     return Outcome("succeeded", str(registered.name), f"registered {registered.name}", report)
+
+
+def _loaded_from(base: LocalModel, loaded: LoadedBase) -> str:
+    if loaded.source == HF_SOURCE:
+        return f"base loaded from its Hugging Face source ({len(hf_source(base))} files)"
+    return "base loaded from its GGUF (dequantized)"
+
+
+def _merge(
+    store: Store,
+    spec: JobSpec,
+    base: LocalModel,
+    model: Any,
+    loaded: LoadedBase,
+    paths: JobPaths,
+    reporter: Reporter,
+    dtype: str,
+) -> MergedModel:
+    """The trained adapter merged into the base, as a GGUF ready for the store (--merge)."""
+    import uuid
+
+    options = spec.options
+    if options.method == "qlora":  # merge into full-precision weights, not into NF4
+        reporter.log("loading the base at full precision to merge into")
+        # (cache_dir serves QLoRA loads only: unused for this one)
+        full = load_base(base, paths.work, dtype=dtype, method="lora", cache_dir=paths.work)
+        model = on_full_precision(model, full.model, options)
+    reporter.log("merging the adapter into the base weights")
+    store.blobs.root.mkdir(parents=True, exist_ok=True)
+    return merge_to_gguf(
+        model,
+        loaded.tokenizer,
+        paths.work,
+        store.blobs.root / f".tmp-merge-{uuid.uuid4().hex}.gguf",
+        name=spec.name,
+        outtype=out_type(base),
+        quantize=spec.quantize,
+        threads=store.threads,
+        progress_for=lambda label: logged_progress(reporter, label),
+    )
+
+
+def logged_progress(reporter: Reporter, label: str, steps: int = 10) -> Progress:
+    """A progress callback that logs each tenth: the job's log and the terminal show it."""
+    logged = [-1]
+
+    def update(done: int, total: int | None) -> None:
+        if not total:
+            return
+        share = min(steps, done * steps // total)
+        if share > logged[0]:
+            logged[0] = share
+            reporter.log(f"{label}: {share * 100 // steps}%")
+
+    return update
 
 
 def _rejection(report: EvalReport) -> str:
@@ -168,16 +251,18 @@ def register(
     store: Store,
     spec: JobSpec,
     base: LocalModel,
-    adapter: Path,
+    output: Path | MergedModel,
     record: dict[str, Any],
     tokenizer: Any,
     examples: list[ds.Example],
 ) -> LocalModel:
-    """The adapter as a new model over the base's blob, with the lineage layer."""
+    """The adapter as a new model over the base's blob, or the merged model (``--merge``) as
+    a model of its own; either way with the lineage layer and the base's license terms."""
     check_name(store, spec)
     uses_chat = any(example.messages for example in examples)
     template = ds.FALLBACK_CHAT_TEMPLATE if uses_chat and not tokenizer.chat_template else None
-    recipe = Recipe(base=str(base.name), adapters=[adapter], template=template)
-    return create_model(
-        store, spec.name, recipe, extra_layers=[(MediaType.LINEAGE, lineage_json(record))]
-    )
+    lineage = lineage_json(record)
+    if isinstance(output, MergedModel):
+        return register_merged(store, spec.name, base, output, template=template, lineage=lineage)
+    recipe = Recipe(base=str(base.name), adapters=[output], template=template)
+    return create_model(store, spec.name, recipe, extra_layers=[(MediaType.LINEAGE, lineage)])

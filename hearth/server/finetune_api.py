@@ -33,6 +33,8 @@ class FinetuneRequest(BaseModel):
     name: str = Field(min_length=1, max_length=300)
     eval_data: str | None = Field(default=None, max_length=4096)
     force: bool = False
+    merge: bool = False
+    quantize: str | None = Field(default=None, max_length=32)
     method: str = "lora"
     rank: int = 16
     alpha: float | None = None
@@ -53,8 +55,17 @@ class FinetuneRequest(BaseModel):
 
     def spec(self) -> JobSpec:
         fields = self.model_dump(exclude={"base", "data", "name", "eval_data", "force"})
-        options = TrainOptions.from_dict(fields)
-        return JobSpec(self.base, self.data, self.name, options, self.eval_data, self.force)
+        options = TrainOptions.from_dict(fields)  # it takes only its own fields
+        return JobSpec(
+            self.base,
+            self.data,
+            self.name,
+            options,
+            self.eval_data,
+            self.force,
+            merge=self.merge,
+            quantize=self.quantize,
+        )
 
 
 def _jobs(request: Request) -> JobStore:

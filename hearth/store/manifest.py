@@ -40,6 +40,7 @@ class MediaType:
     LINEAGE = "application/vnd.hearth.model.lineage+json"  # how a fine-tune was made
     LICENSE_RECORD = "application/vnd.hearth.model.license-record+json"  # a derivative's terms
     NOTICE = "application/vnd.hearth.model.notice.txt"  # a notice the license says to carry
+    HF_FILE = "application/vnd.hearth.hf.file"  # one file of an imported HF folder (its title)
 
     LAYERS = frozenset(
         {
@@ -54,6 +55,7 @@ class MediaType:
             LINEAGE,
             LICENSE_RECORD,
             NOTICE,
+            HF_FILE,
         }
     )
 

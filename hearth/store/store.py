@@ -66,6 +66,8 @@ log = get_logger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"
+# The files of a Hugging Face folder an import keeps (config, tokenizer, weights): no pickles.
+HF_SOURCE_SUFFIXES = frozenset({".json", ".safetensors", ".model", ".txt", ".jinja"})
 
 
 @dataclass(frozen=True)
@@ -182,11 +184,21 @@ class Store:
             config = _config(info, license_id=info.license, source=f"file:{path.name}")
             return self._commit(wanted, config, [_model_layer(blob, path.name)])
 
-    def import_hf_dir(self, path: Path, name: str, progress: Progress | None = None) -> LocalModel:
+    def import_hf_dir(
+        self,
+        path: Path,
+        name: str,
+        progress: Progress | None = None,
+        *,
+        keep_source: bool = True,
+        source_progress: Progress | None = None,
+    ) -> LocalModel:
         """Convert a Hugging Face safetensors folder to GGUF and add it as ``name``.
 
         The license comes from the model card's front matter; the card (and a LICENSE file, if
-        any) become layers. A folder that cannot be converted leaves the store unchanged.
+        any) become layers. With ``keep_source`` the folder's own files (config, tokenizer,
+        safetensors) are kept too, as ``HF_FILE`` layers, so fine-tuning can load them as they
+        are. A folder that cannot be converted leaves the store unchanged.
         """
         wanted = parse_name(name)
         folder_name = path.resolve().name
@@ -194,7 +206,8 @@ class Store:
         try:
             with self._locked():
                 source = f"dir:{folder_name}"
-                return self._commit_converted(wanted, converted, info, path, None, source)
+                kept = self._hf_source_layers(path, source_progress) if keep_source else []
+                return self._commit_converted(wanted, converted, info, path, None, source, kept)
         finally:
             converted.unlink(missing_ok=True)  # gone already unless something failed
 
@@ -519,14 +532,35 @@ class Store:
         folder: Path,
         license_id: str | None,
         source: str,
+        hf_source: Sequence[Descriptor] = (),
     ) -> LocalModel:
         """Adopt the converted GGUF as the model blob and write the manifest (lock held)."""
         blob = self.blobs.adopt(converted)
         layers = [_model_layer(blob, f"{info.name or name.name}.gguf")]
         layers += self._text_layers(MediaType.LICENSE, read_license_file(folder))
         layers += self._text_layers(MediaType.CARD, read_card(folder))
+        layers += hf_source
         config = _config(info, license_id=license_id or info.license, source=source)
         return self._commit(name, config, layers)
+
+    def _hf_source_layers(
+        self, folder: Path, progress: Progress | None
+    ) -> builtins.list[Descriptor]:
+        """The folder's top-level config, tokenizer and safetensors files as blobs (lock held;
+        a file already stored is not stored twice). Pickles are never kept."""
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix in HF_SOURCE_SUFFIXES and not p.name.startswith(".")
+        )
+        total, done = sum(p.stat().st_size for p in files), 0
+        layers: builtins.list[Descriptor] = []
+        for path in files:
+            blob = self.blobs.write_file(path, progress=_shifted(progress, done, total))
+            done += blob.size
+            annotations = {TITLE_ANNOTATION: path.name}
+            layers.append(Descriptor(MediaType.HF_FILE, blob.digest, blob.size, annotations))
+        return layers
 
     def _check_gguf_blob(self, blob: Blob) -> GGUFInfo:
         try:
@@ -655,6 +689,13 @@ class Store:
                 return self._commit_converted(name, converted, info, folder, None, source)
         finally:
             converted.unlink(missing_ok=True)
+
+
+def _shifted(progress: Progress | None, offset: int, total: int) -> Progress | None:
+    """One file's progress as part of several files' total."""
+    if progress is None:
+        return None
+    return lambda done, _total: progress(offset + done, total)
 
 
 def _model_layer(blob: Blob, filename: str) -> Descriptor:

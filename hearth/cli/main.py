@@ -6,6 +6,7 @@ import typer
 
 from hearth import __version__
 from hearth.cli import (
+    cluster_cmds,
     cost_cmds,
     create_cmds,
     doctor_cmds,
@@ -62,6 +63,10 @@ app.command("doctor")(cli_errors(doctor_cmds.doctor))
 app.command("finetune")(cli_errors(finetune_cmds.finetune))
 app.command("jobs")(cli_errors(finetune_cmds.jobs))
 app.command("eval")(cli_errors(eval_cmds.eval_models))
+
+cluster_app = typer.Typer(help="Hearth on a Ray cluster.", no_args_is_help=True)
+cluster_app.command("status")(cli_errors(cluster_cmds.cluster_status))
+app.add_typer(cluster_app, name="cluster")
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 keys_app.command("create")(cli_errors(keys_cmds.create))

@@ -4,10 +4,12 @@
 
 Safety part (this file's :func:`safety_overhead`): two `hearth serve` processes on the same
 Gemma 3 270M, one whose hearth.toml turns every safety rule on (all PII kinds redacted, a
-blocklist, a pattern; input and output, streams checked with the hold-back window) and one
+blocklist, two patterns; input and output, streams checked as they are written) and one
 without; they run one at a time, alternating off/on ``rounds`` times, each with N concurrent
 streaming clients (/v1/completions, end-of-generation masked so each stream makes all its
-tokens). Prints tokens/s in total for each and the ratio (target: under 5% slower at 16).
+tokens). Prints tokens/s in total for each and the ratio (target: under 5% slower at 16), the
+median time to the first text (TTFT) and to the first visible word (the first text that is
+not only spaces: the safety filter sends a leading space at once but a word once it ends).
 Other governance parts (quotas) can add their own function beside it and print from main().
 Run it on an otherwise idle machine: llama.cpp's threads and the server's share the cores.
 """
@@ -44,6 +46,7 @@ class Run:
     tokens_per_s: float
     completed: int
     median_ttft_s: float
+    median_first_word_s: float
 
 
 @dataclass(frozen=True)
@@ -119,16 +122,23 @@ async def _concurrent(url: str, streams: int, tokens: int, eos: int) -> Run:
         results = await asyncio.gather(*(_one_stream(client, url, body(i)) for i in range(streams)))
         seconds = time.perf_counter() - started
     produced = sum(r[0] for r in results)
-    completed = sum(1 for r in results if r[2])
-    return Run(produced / seconds, completed, statistics.median(r[1] for r in results))
+    completed = sum(1 for r in results if r[3])
+    return Run(
+        produced / seconds,
+        completed,
+        statistics.median(r[1] for r in results),
+        statistics.median(r[2] for r in results),
+    )
 
 
 async def _one_stream(
     client: httpx.AsyncClient, url: str, body: dict[str, object]
-) -> tuple[int, float, bool]:
-    """(completion tokens, seconds to first text, finished) for one streamed request."""
+) -> tuple[int, float, float, bool]:
+    """(completion tokens, seconds to first text, seconds to first visible word, finished)
+    for one streamed request."""
     started = time.perf_counter()
     first: float | None = None
+    word: float | None = None
     produced = 0
     finished = False
     body = {**body, "stream_options": {"include_usage": True}}
@@ -142,8 +152,11 @@ async def _one_stream(
             for choice in event.get("choices", []):
                 if choice.get("text"):
                     first = first or time.perf_counter()
+                if choice.get("text", "").strip():
+                    word = word or time.perf_counter()
                 finished = finished or choice.get("finish_reason") is not None
-    return produced, (first or time.perf_counter()) - started, finished
+    end = time.perf_counter()
+    return produced, (first or end) - started, (word or end) - started, finished
 
 
 def _free_port() -> int:
@@ -178,10 +191,12 @@ def main() -> None:
     for name, runs in (("off", overhead.off), ("on", overhead.on)):
         rates = ", ".join(f"{r.tokens_per_s:.1f}" for r in runs)
         ttft = statistics.median(r.median_ttft_s for r in runs) * 1000
+        word = statistics.median(r.median_first_word_s for r in runs) * 1000
         done = min(r.completed for r in runs)
         print(
             f"safety {name:>3}: {rates} tokens/s in total ({args.streams} streams, "
-            f"{args.tokens} tokens each; >= {done} complete per round), median TTFT {ttft:.0f} ms"
+            f"{args.tokens} tokens each; >= {done} complete per round), median TTFT {ttft:.0f} ms, "
+            f"first word {word:.0f} ms"
         )
     change = (overhead.ratio - 1) * 100
     print(

@@ -6,6 +6,8 @@
 #   for its bcrypt basic-auth file): the registry push/pull tests (tests/registry_server.py).
 # - chromium (/usr/bin/chromium): the dashboard's browser tests (tests/ui/, driven by Playwright's
 #   Python package with this browser; no `playwright install` download).
+# - strace, iproute2 (ip) and util-linux (unshare): the privacy test runs the whole flow in a
+#   loopback-only network namespace and records every connect() (tests/privacy/).
 # Without them those tests skip; everything else still runs.
 # Usage: scripts/install_system_deps.sh   (make setup-dev runs it)
 set -euo pipefail
@@ -19,6 +21,9 @@ have_postgres || missing+=(postgresql)
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v strace >/dev/null || missing+=(strace)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
 
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -164,7 +164,9 @@ def _key_cells(info: KeyInfo, now: datetime) -> tuple[str, ...]:
     )
 
 
-_USAGE_COLUMNS = ("REQUESTS", "ERRORS", "ABORTED", "PROMPT", "COMPLETION", "CACHED", "TOTAL")
+_USAGE_COLUMNS = (
+    "REQUESTS", "ERRORS", "ABORTED", "FILTERED", "PROMPT", "COMPLETION", "CACHED", "TOTAL",
+)  # fmt: skip
 
 
 def _usage_table(by: GroupBy, rows: list[UsageRow]) -> Table:
@@ -173,7 +175,7 @@ def _usage_table(by: GroupBy, rows: list[UsageRow]) -> Table:
     for column in (*_USAGE_COLUMNS, "TTFT MS", "TIME MS"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
-        counts = (row.requests, row.errors, row.aborted, row.prompt_tokens)
+        counts = (row.requests, row.errors, row.aborted, row.filtered, row.prompt_tokens)
         tokens = (row.completion_tokens, row.cached_tokens, row.total_tokens)
         ttft = "-" if row.mean_ttft_ms is None else f"{row.mean_ttft_ms:,.0f}"
         table.add_row(

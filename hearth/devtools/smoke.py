@@ -39,7 +39,7 @@ def decode_one_token(model: Path) -> int:
         runner.prepare(request)
         scheduler.add_request(request)
         sampled = runner.execute(scheduler.schedule())
-        return sampled[request.request_id]
+        return sampled[request.request_id][0]
     finally:
         runner.close()
 

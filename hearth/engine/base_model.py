@@ -8,15 +8,16 @@ own adapter set, and the scheduler batches the requests of one set per step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hearth.config import Settings
 from hearth.engine.engine import Engine, EngineStats, EngineThread, Generation
 from hearth.engine.request import AdapterSet
-from hearth.engine.runner import LlamaRunner, LlamaTokenizer, RunnerConfig
+from hearth.engine.runner import DraftModel, LlamaRunner, LlamaTokenizer, RunnerConfig
 from hearth.engine.sampling import SamplingParams
 from hearth.engine.scheduler import SchedulerConfig
+from hearth.engine.speculative import SpeculativeConfig
 from hearth.engine.templates import ChatTemplate
 from hearth.modelfile.params import context_length
 from hearth.store.profile import ModelProfile
@@ -33,6 +34,8 @@ class EngineConfig:
     max_queue: int = 256  # requests waiting beyond max_seqs before "queue full"
     kv_cells: int | None = None  # default: context × (max_seqs + cache_seqs)
     adapter_turn: int = 8  # steps one adapter set keeps the engine while another set waits
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)  # SPECULATIVE.md
+    draft_model: Path | None = None  # a GGUF with the same vocabulary, for "draft" speculation
 
     @classmethod
     def from_settings(
@@ -84,7 +87,9 @@ class BaseModel:
             cache_seqs=config.cache_seqs,
             adapter_turn=config.adapter_turn,
         )
-        self.thread = EngineThread(Engine(self._runner, scheduler), max_queue=config.max_queue)
+        self._draft = self._load_draft(config)
+        engine = Engine(self._runner, scheduler, config.speculative, self._draft)
+        self.thread = EngineThread(engine, max_queue=config.max_queue)
 
     def __enter__(self) -> BaseModel:
         return self
@@ -133,6 +138,18 @@ class BaseModel:
 
     def close(self) -> None:
         self.thread.close()
+        if self._draft is not None:
+            self._draft.close()
+
+    def _load_draft(self, config: EngineConfig) -> DraftModel | None:
+        if config.draft_model is None:
+            return None
+        draft_config = replace(self._runner.config, n_ctx_per_seq=self._runner.n_ctx_per_seq)
+        try:
+            return DraftModel(config.draft_model, draft_config, self._runner.tokenizer)
+        except BaseException:
+            self._runner.close()
+            raise
 
     def _compile(self, source: str | None) -> ChatTemplate | None:
         if not source:

@@ -19,6 +19,7 @@ from hearth.engine.detokenizer import StreamingDetokenizer
 from hearth.engine.request import AdapterSet, Request, RequestOutput, RequestStatus
 from hearth.engine.sampling import MAX_SEED, SamplingParams
 from hearth.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from hearth.engine.speculative import Drafter, NgramDrafter, SpeculationGate, SpeculativeConfig
 from hearth.errors import ContextOverflowError, EngineOverloadedError, ValidationError
 
 MAX_N = 16  # completions per request
@@ -36,9 +37,11 @@ class Runner(Protocol):
 
     def prepare(self, request: Request) -> None: ...
 
-    def execute(self, output: SchedulerOutput) -> dict[int, int]: ...
+    def execute(self, output: SchedulerOutput) -> dict[int, list[int]]: ...
 
     def free_sequences(self, seq_ids: list[int]) -> None: ...
+
+    def trim_sequence(self, seq_id: int, length: int) -> None: ...
 
     def release(self, request: Request) -> None: ...
 
@@ -62,12 +65,31 @@ class EngineStats:
     preemptions: int
     finished: int
     adapter_switches: int = 0  # steps that changed the adapter set from the step before
+    draft_tokens: int = 0  # speculative decoding: draft tokens verified ...
+    accepted_tokens: int = 0  # ... and accepted (each verification also yields one token more)
+    verifications: int = 0  # request-steps that verified a draft
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
 
 class Engine:
-    def __init__(self, runner: Runner, config: SchedulerConfig) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        config: SchedulerConfig,
+        speculative: SpeculativeConfig | None = None,
+        draft_model: Drafter | None = None,
+    ) -> None:
         self.runner = runner
         self.scheduler = Scheduler(config)
+        self.speculative = speculative or SpeculativeConfig()
+        self.drafters: dict[str, Drafter] = {"ngram": NgramDrafter(self.speculative)}
+        if draft_model is not None:
+            self.drafters["draft"] = draft_model
+        self._gates: dict[int, SpeculationGate] = {}
+        self._drafted = self._accepted = self._verifications = 0
         self._detokenizers: dict[int, StreamingDetokenizer] = {}
         self._steps = 0
         self._last_batch_tokens = 0
@@ -88,12 +110,67 @@ class Engine:
 
     def step(self) -> None:
         self._expire_deadlines()
+        self._propose_drafts()
         output = self.scheduler.schedule()
         sampled = self.runner.execute(output)
+        self._record_verifications(output, sampled)
         for request in self.scheduler.update(output, sampled):
-            self._emit(request)
+            self._emit(request, len(sampled[request.request_id]))
         self._steps += 1
         self._last_batch_tokens = output.num_tokens
+
+    def speculation_method(self, params: SamplingParams) -> str:
+        """How a request with ``params`` drafts: its own choice, else the engine's."""
+        return params.speculative or self.speculative.method
+
+    def _propose_drafts(self) -> None:
+        """Give each decoding request that may speculate this step a draft (docs/SPECULATIVE.md:
+        not under load, not while its gate backs off, not past its limits)."""
+        running = self.scheduler.running
+        for request in running:
+            request.draft = []
+        if len(running) > self.speculative.max_running:
+            return
+        wanted: dict[str, list[tuple[Request, int]]] = {}
+        for request in running:
+            method = self.speculation_method(request.params)
+            if method not in self.drafters or request.num_uncomputed_tokens != 1:
+                continue
+            gate = self._gate(request)
+            k = min(self._draft_limit(request), gate.length)
+            if k >= self.speculative.draft_min and gate.ready():
+                wanted.setdefault(method, []).append((request, k))
+        for method, items in wanted.items():
+            drafts = self.drafters[method].propose(items)
+            for request, _ in items:
+                draft = drafts.get(request.request_id, [])
+                if len(draft) >= self.speculative.draft_min:
+                    request.draft = draft
+
+    def _draft_limit(self, request: Request) -> int:
+        """Draft tokens worth verifying: the verified run and its bonus token must fit
+        ``max_tokens`` and the context."""
+        k = request.params.draft_max or self.speculative.draft_max
+        max_tokens = request.params.max_tokens
+        if max_tokens is not None:
+            k = min(k, max_tokens - len(request.output_tokens) - 1)
+        return min(k, self.scheduler.config.max_context - request.num_tokens - 1)
+
+    def _gate(self, request: Request) -> SpeculationGate:
+        gate = self._gates.get(request.request_id)
+        if gate is None:
+            gate = self._gates[request.request_id] = SpeculationGate(self.speculative)
+        return gate
+
+    def _record_verifications(self, output: SchedulerOutput, sampled: dict[int, list[int]]) -> None:
+        for chunk in output.chunks:
+            tokens = sampled.get(chunk.request.request_id)
+            if chunk.draft and tokens:
+                accepted = len(tokens) - 1
+                self._gate(chunk.request).record(chunk.draft, accepted)
+                self._drafted += chunk.draft
+                self._accepted += accepted
+                self._verifications += 1
 
     def _expire_deadlines(self) -> None:
         now = time.monotonic()
@@ -117,6 +194,9 @@ class Engine:
             preemptions=scheduler.preemptions,
             finished=self.finished,
             adapter_switches=scheduler.adapter_switches,
+            draft_tokens=self._drafted,
+            accepted_tokens=self._accepted,
+            verifications=self._verifications,
         )
 
     def fail_all(self, error: BaseException) -> None:
@@ -124,23 +204,47 @@ class Engine:
         for request in [*self.scheduler.running, *self.scheduler.waiting]:
             self._finish(request, RequestStatus.FINISHED_ERROR, "", error)
 
-    def _emit(self, request: Request) -> None:
-        token = request.output_tokens[-1]
+    def _emit(self, request: Request, count: int) -> None:
+        """Pass the request's ``count`` new tokens through the finish checks one at a time, as
+        if they had come one per step; cut the rest off where the request finishes, and send
+        the survivors as one output."""
+        new = request.output_tokens[-count:]
+        del request.output_tokens[-count:]
+        logprobs = request.logprobs[len(request.logprobs) - count :] if request.logprobs else []
+        del request.logprobs[len(request.logprobs) - len(logprobs) :]
         if request.timings.first_token is None:
             request.timings.first_token = time.monotonic()
         tokenizer = self.runner.tokenizer
-        if tokenizer.is_eog(token):
-            self._finish(request, RequestStatus.FINISHED_STOPPED, "", new_token=True)
-            return
-        delta = self._detokenizers[request.request_id].feed(tokenizer.token_bytes(token))
-        if delta.stopped:
-            self._finish(
-                request, RequestStatus.FINISHED_STOPPED, delta.text, new_token=True, stopped=True
-            )
-        elif self._at_length_limit(request):
-            self._finish(request, RequestStatus.FINISHED_LENGTH, delta.text, new_token=True)
-        else:
-            _deliver(request, _output(request, delta.text, (token,)))
+        detokenizer = self._detokenizers[request.request_id]
+        text = ""
+        for i, token in enumerate(new):
+            request.output_tokens.append(token)
+            request.logprobs.extend(logprobs[i : i + 1])
+            sent = i + 1
+            if tokenizer.is_eog(token):
+                self._cut(request)
+                self._finish(request, RequestStatus.FINISHED_STOPPED, text, new_tokens=sent)
+                return
+            delta = detokenizer.feed(tokenizer.token_bytes(token))
+            text += delta.text
+            if delta.stopped:
+                self._cut(request)
+                self._finish(
+                    request, RequestStatus.FINISHED_STOPPED, text, new_tokens=sent, stopped=True
+                )
+                return
+            if self._at_length_limit(request):
+                self._cut(request)
+                self._finish(request, RequestStatus.FINISHED_LENGTH, text, new_tokens=sent)
+                return
+        _deliver(request, _output(request, text, tuple(new)))
+
+    def _cut(self, request: Request) -> None:
+        """Tokens after the finishing one were dropped: drop their KV cells too, so a cached
+        prefix holds exactly the request's tokens."""
+        if request.num_computed_tokens > request.num_tokens and request.seq_id is not None:
+            self.runner.trim_sequence(request.seq_id, request.num_tokens)
+            request.num_computed_tokens = request.num_tokens
 
     def _at_length_limit(self, request: Request) -> bool:
         max_tokens = request.params.max_tokens
@@ -155,7 +259,7 @@ class Engine:
         text: str,
         error: BaseException | None = None,
         *,
-        new_token: bool = False,  # the last output token has not been sent yet
+        new_tokens: int = 0,  # the last output tokens not sent yet
         stopped: bool = False,
     ) -> None:
         detokenizer = self._detokenizers.pop(request.request_id, None)
@@ -164,9 +268,12 @@ class Engine:
         # Free the KV cells before the caller hears "finished": it may submit again at once.
         self.runner.free_sequences(self.scheduler.finish(request, status))
         self.runner.release(request)
+        for drafter in self.drafters.values():
+            drafter.release(request)
+        self._gates.pop(request.request_id, None)
         request.timings.finished = time.monotonic()
         self.finished += 1
-        last = (request.output_tokens[-1],) if new_token else ()
+        last = tuple(request.output_tokens[-new_tokens:]) if new_tokens else ()
         _deliver(request, _output(request, text, last, finished=True, error=error))
 
 
@@ -197,7 +304,9 @@ def _output(
         prompt_tokens=len(request.prompt_tokens),
         completion_tokens=len(request.output_tokens),
         cached_tokens=request.cached_tokens,
-        logprobs=(request.logprobs[-1],) if token_ids and request.logprobs else (),
+        logprobs=tuple(request.logprobs[-len(token_ids) :])
+        if token_ids and request.logprobs
+        else (),
         error=error,
     )
 
@@ -300,6 +409,13 @@ class EngineThread:
             raise ValidationError("timeout", timeout, "must be a positive number of seconds")
         deadline = None if timeout is None else time.monotonic() + timeout
         check_prompt_fits(len(prompt_tokens), params.max_tokens, self.max_context)
+        method = self.engine.speculation_method(params)
+        if method != "off" and method not in self.engine.drafters:
+            raise ValidationError(
+                "speculative",
+                method,
+                "this model has no draft model (PARAMETER speculative draft:<model>)",
+            )
         self._reserve(n)
         requests: list[Request] = []
         try:

@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hearth.config import Settings
@@ -57,6 +57,7 @@ from hearth.engine.memory import MemoryEstimate, estimate_memory
 from hearth.engine.slots import BaseSlot, ModelEntry, Resident, choose_evictions
 from hearth.errors import EngineError, InsufficientMemoryError, ModelLoadError
 from hearth.log import get_logger
+from hearth.modelfile.params import draft_model_name
 from hearth.store.names import parse_name
 from hearth.store.profile import ModelProfile
 from hearth.store.store import LocalModel, Store
@@ -176,7 +177,11 @@ class ModelManager:
         return estimate
 
     def config_for(self, profile: ModelProfile) -> EngineConfig:
-        return self.config.for_profile(profile)
+        config = self.config.for_profile(profile)
+        draft = draft_model_name(profile.parameters)  # PARAMETER speculative draft:<model>
+        if draft is None:
+            return config
+        return replace(config, draft_model=self._store.resolve(draft).model_path)
 
     # Status and housekeeping -----------------------------------------------------------------
 

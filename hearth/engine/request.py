@@ -95,6 +95,9 @@ class Request:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     deadline: float | None = None  # monotonic time after which the engine aborts it
     follows: Request | None = None  # n > 1: copy this request's prompt cells instead of computing
+    # Speculative decoding: tokens proposed for this step (set by the engine before it
+    # schedules, verified with the request's last token; see hearth.engine.speculative).
+    draft: list[int] = field(default_factory=list)
     timings: RequestTimings = field(default_factory=lambda: RequestTimings(time.monotonic()))
     outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)
     # Called (from the engine thread) after each output is queued: lets an asyncio consumer

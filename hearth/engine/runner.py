@@ -26,7 +26,8 @@ import numpy as np
 
 from hearth.engine.request import AdapterSet, Request, TokenLogprob
 from hearth.engine.sampling import SamplingParams
-from hearth.engine.scheduler import SchedulerOutput
+from hearth.engine.scheduler import ScheduledChunk, SchedulerOutput
+from hearth.engine.speculative import verify
 from hearth.errors import EngineError, ModelLoadError, ValidationError
 
 _backend_lock = threading.Lock()
@@ -240,10 +241,12 @@ class LlamaRunner:
 
     # -- one engine step ------------------------------------------------------------------------
 
-    def execute(self, output: SchedulerOutput) -> dict[int, int]:
+    def execute(self, output: SchedulerOutput) -> dict[int, list[int]]:
         """Free and copy sequences, compute the scheduled tokens in one decode, sample.
 
-        Returns request_id → sampled token. One decode at a time in the whole process: two
+        Returns request_id → the new tokens: one, or for a chunk with a draft, the accepted
+        draft tokens and the target's own next one (``speculative.verify``); the rejected
+        positions' cells are removed at once. One decode at a time in the whole process: two
         llama.cpp contexts decoding at once on the same cores slow each other down many times.
         """
         self.free_sequences(output.frees)
@@ -258,9 +261,26 @@ class LlamaRunner:
             status = llama_cpp.llama_decode(self._ctx, self._batch)
             if status != 0:
                 raise EngineError(f"llama_decode failed with status {status}")
-            return {
-                request.request_id: self._sample(request, index) for request, index in to_sample
-            }
+            return {chunk.request.request_id: self._tokens(chunk, at) for chunk, at in to_sample}
+
+    def _tokens(self, chunk: ScheduledChunk, index: int) -> list[int]:
+        """Sample the chunk's last token (at batch ``index``), or verify its draft."""
+        request = chunk.request
+        if not chunk.draft:
+            return [self._sample(request, index)]
+        first = index - chunk.draft  # the logits after the request's last accepted token
+        draft = chunk.tokens[-chunk.draft :]
+        emitted = verify(draft, lambda i: self._sample(request, first + i))
+        accepted = len(emitted) - 1
+        if accepted < chunk.draft:
+            assert request.seq_id is not None
+            keep = chunk.start_pos + len(chunk.tokens) - chunk.draft + accepted
+            llama_cpp.llama_memory_seq_rm(self._memory, request.seq_id, keep, -1)
+        return emitted
+
+    def trim_sequence(self, seq_id: int, length: int) -> None:
+        """Drop the cells of ``seq_id`` from position ``length`` on."""
+        llama_cpp.llama_memory_seq_rm(self._memory, seq_id, length, -1)
 
     def _sample(self, request: Request, index: int) -> int:
         token: int = llama_cpp.llama_sampler_sample(
@@ -286,7 +306,7 @@ class LlamaRunner:
             llama_cpp.llama_free(self._ctx)
             llama_cpp.llama_model_free(self._model)
 
-    def _fill_batch(self, output: SchedulerOutput) -> list[tuple[Request, int]]:
+    def _fill_batch(self, output: SchedulerOutput) -> list[tuple[ScheduledChunk, int]]:
         if output.num_tokens > self.config.n_batch:
             raise EngineError(
                 f"step of {output.num_tokens} tokens exceeds batch {self.config.n_batch}"
@@ -298,11 +318,151 @@ class LlamaRunner:
             if seq_id is None:
                 raise EngineError(f"request {chunk.request.request_id} has no sequence")
             last = writer.add(chunk.tokens, chunk.start_pos, seq_id, outputs=False)
+            for index in range(last - chunk.draft, last + 1) if chunk.sample else ():
+                writer.want_output(index)  # a draft's every position, else the last
             if chunk.sample:
-                writer.want_output(last)
-                to_sample.append((chunk.request, last))
+                to_sample.append((chunk, last))
         writer.close()
         return to_sample
+
+
+class DraftModel:
+    """A smaller model with the target's vocabulary that proposes draft tokens greedily
+    (a ``speculative.Drafter``).
+
+    Its own context keeps one sequence per target sequence id, holding the KV of the tokens it
+    last saw for the request there; each proposal first trims that sequence to what still
+    matches the request's tokens (rejected drafts, another request on the id), computes what it
+    lacks, then decodes greedily, all requests in one batch per draft position."""
+
+    def __init__(self, model_path: Path, config: RunnerConfig, target: LlamaTokenizer) -> None:
+        _init_backend(config.llama_log)
+        self._model = _load_model(model_path)
+        try:
+            self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+            check_same_vocabulary(LlamaTokenizer(self._vocab), target, model_path.name)
+        except BaseException:
+            llama_cpp.llama_model_free(self._model)
+            raise
+        n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model) or config.n_ctx_per_seq
+        n_cells = min(config.n_ctx_per_seq, n_ctx_train) * config.n_seq_max
+        self._ctx = _new_context(self._model, config, n_cells)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._n_vocab: int = target.n_vocab
+        self._n_batch = config.n_batch
+        self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
+        self._held: dict[int, tuple[int, list[int]]] = {}  # seq id → (request id, its tokens)
+        self._closed = False
+
+    def propose(self, wanted: list[tuple[Request, int]]) -> dict[int, list[int]]:
+        drafts: dict[int, list[int]] = {}
+        live = [(r, k) for r, k in wanted if r.seq_id is not None]
+        with DECODE_LOCK:
+            pending = {r.request_id: self._catch_up(r) for r, _ in live}
+            self._decode_rounds(live, pending, drafts)
+        return drafts
+
+    def release(self, request: Request) -> None:
+        """Nothing to do: a sequence id's next user trims what it does not share."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            llama_cpp.llama_model_free(self._model)
+
+    def _catch_up(self, request: Request) -> tuple[int, list[int]]:
+        """(start position, tokens) the draft sequence must compute to reach the request's last
+        token; its cells beyond what still matches are dropped first."""
+        assert request.seq_id is not None
+        tokens = request.all_tokens
+        owner, held = self._held.get(request.seq_id, (request.request_id, []))
+        keep = _common_prefix(held, tokens) if owner == request.request_id else 0
+        keep = min(keep, len(tokens) - 1)  # the last token's logits give the first draft
+        llama_cpp.llama_memory_seq_rm(self._memory, request.seq_id, keep, -1)
+        self._held[request.seq_id] = (request.request_id, tokens)
+        return keep, tokens[keep:]
+
+    def _decode_rounds(
+        self,
+        live: list[tuple[Request, int]],
+        pending: dict[int, tuple[int, list[int]]],
+        drafts: dict[int, list[int]],
+    ) -> None:
+        """Round 0 computes each request's missing tokens (in batches of ``n_batch``); round i
+        decodes draft token i - 1 to get draft token i."""
+        for round_ in range(max((k for _, k in live), default=0)):
+            jobs = []
+            for request, k in live:
+                if round_ >= k:
+                    continue
+                if round_ == 0:
+                    start, tokens = pending[request.request_id]
+                else:  # the previous draft token, after the request's tokens
+                    assert request.seq_id is not None
+                    start, tokens = request.num_tokens + round_ - 1, drafts[request.request_id][-1:]
+                    self._held[request.seq_id][1].extend(tokens)
+                jobs.append((request, start, tokens))
+            for request, token in self._decode(jobs).items():
+                drafts.setdefault(request.request_id, []).append(token)
+
+    def _decode(self, jobs: list[tuple[Request, int, list[int]]]) -> dict[Request, int]:
+        """Compute each job's tokens (from its start position); return each request's greedy
+        next token, read from the logits of its last one."""
+        parts = [
+            (request, start + i, token, i == len(tokens) - 1)
+            for request, start, tokens in jobs
+            for i, token in enumerate(tokens)
+        ]
+        argmax: dict[Request, int] = {}
+        for offset in range(0, len(parts), self._n_batch):
+            writer = BatchWriter(self._batch)
+            finals = []
+            for request, position, token, last in parts[offset : offset + self._n_batch]:
+                assert request.seq_id is not None
+                index = writer.add([token], position, request.seq_id, outputs=last)
+                if last:
+                    finals.append((request, index))
+            writer.close()
+            if llama_cpp.llama_decode(self._ctx, self._batch) != 0:
+                raise EngineError("llama_decode failed in the draft model")
+            for request, index in finals:
+                logits = llama_cpp.llama_get_logits_ith(self._ctx, index)
+                argmax[request] = _argmax(logits, self._n_vocab)
+        return argmax
+
+
+def check_same_vocabulary(draft: LlamaTokenizer, target: LlamaTokenizer, name: str) -> None:
+    """Refuse a draft model whose token ids mean other text than the target's: its size, its
+    special tokens and a spread of token pieces must match."""
+    if draft.n_vocab != target.n_vocab:
+        raise ModelLoadError(
+            f"draft model {name} has {draft.n_vocab} tokens, the model {target.n_vocab}:"
+            " a draft model needs the same vocabulary"
+        )
+    probes = {draft.bos, draft.eos, target.bos, target.eos}
+    probes |= set(range(0, target.n_vocab, max(1, target.n_vocab // 64)))
+    probes |= {target.n_vocab - 1}
+    for token in sorted(t for t in probes if 0 <= t < target.n_vocab):
+        if draft.token_text(token) != target.token_text(token):
+            raise ModelLoadError(
+                f"draft model {name}: token {token} is {draft.token_text(token)!r}, the model's"
+                f" is {target.token_text(token)!r}; a draft model needs the same vocabulary"
+            )
+
+
+def _argmax(logits: object, n_vocab: int) -> int:
+    row = np.ctypeslib.as_array(cast("ctypes._Pointer[ctypes.c_float]", logits), shape=(n_vocab,))
+    return int(row.argmax())
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 class BatchWriter:
@@ -433,6 +593,9 @@ def token_logprobs(logits: object, n_vocab: int, token: int, top: int) -> TokenL
 
 
 def _load_model(path: Path) -> llama_cpp.llama_model_p:
+    from hearth.store.gguf_check import check_gguf  # bounds-check the header llama.cpp trusts
+
+    check_gguf(path)
     params = llama_cpp.llama_model_default_params()
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:

@@ -18,6 +18,8 @@ MAX_STOP_LENGTH = 256
 MAX_TOP_LOGPROBS = 20  # as OpenAI: bounds the work per token
 MAX_LOGIT_BIAS = 300
 MAX_SEED = 2**32 - 2  # 2**32 - 1 is llama.cpp's "pick a random seed" sentinel
+SPECULATIVE_METHODS = ("ngram", "draft", "off")  # see hearth.engine.speculative
+MAX_DRAFT = 64  # draft tokens verified per request per step
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
     grammar: str | None = None  # GBNF; see hearth.engine.grammar for JSON and JSON Schema
     logprobs: int | None = None  # None: off; k: the sampled token's logprob and the top k
+    # Speculative decoding (docs/SPECULATIVE.md): "ngram" (prompt lookup), "draft" (the model's
+    # draft model) or "off"; None: the model's or the engine's default. It never changes what
+    # is generated, only how fast.
+    speculative: str | None = None
+    draft_max: int | None = None  # draft tokens per step; None: the engine's default
     # The fields the request chose; a model's own defaults (Modelfile PARAMETER) fill the
     # rest. None: every field is the caller's choice.
     explicit: frozenset[str] | None = field(default=None, compare=False)
@@ -63,6 +70,12 @@ class SamplingParams:
             raise ValidationError("grammar", self.grammar, "must be a non-empty GBNF string")
         if self.logprobs is not None:
             _check_int("logprobs", self.logprobs, 0, MAX_TOP_LOGPROBS)
+        if self.speculative is not None and self.speculative not in SPECULATIVE_METHODS:
+            raise ValidationError(
+                "speculative", self.speculative, f"must be one of {', '.join(SPECULATIVE_METHODS)}"
+            )
+        if self.draft_max is not None:
+            _check_int("draft_max", self.draft_max, 1, MAX_DRAFT)
 
     @property
     def greedy(self) -> bool:
@@ -95,8 +108,8 @@ class SamplingParams:
             raise ValidationError(name, raw, f"unknown parameter; known: {_known_names()}")
         if name == "stop":
             return self.updated(stop=(*self.stop, raw))
-        if name == "grammar":
-            return self.updated(grammar=raw)
+        if name in ("grammar", "speculative"):
+            return self.updated(**{name: raw})
         if name == "logit_bias":
             raise ValidationError(name, raw, "set it through the API, as a token-to-bias map")
         return self.updated(**{name: _parse_scalar(name, raw)})
@@ -134,7 +147,7 @@ def _known_names() -> str:
 
 
 def _parse_scalar(name: str, raw: str) -> float | int | None:
-    if name in ("seed", "max_tokens") and raw.lower() in ("none", "null", "-1"):
+    if name in ("seed", "max_tokens", "draft_max") and raw.lower() in ("none", "null", "-1"):
         return None
     try:
         if name in _INT_FIELDS:
@@ -145,7 +158,7 @@ def _parse_scalar(name: str, raw: str) -> float | int | None:
         raise ValidationError(name, raw, f"must be {expected}") from None
 
 
-_INT_FIELDS = frozenset({"top_k", "repeat_last_n", "seed", "max_tokens", "logprobs"})
+_INT_FIELDS = frozenset({"top_k", "repeat_last_n", "seed", "max_tokens", "logprobs", "draft_max"})
 
 
 def _check_range(

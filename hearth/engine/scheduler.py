@@ -18,6 +18,12 @@ first served whatever their set; the step's set is the current one for up to ``a
 steps while another set has work, then the next set with work in round-robin order (switching
 costs llama.cpp a graph re-reservation, so sets take turns rather than alternating each step).
 
+Speculative decoding: a decoding request may carry ``draft`` tokens (set by the engine). After
+every running request has its one token, drafts get what is left of the budget and the free
+cells (never more: a draft does not evict or preempt anything); the chunk then holds the last
+token plus the draft, and ``update`` counts as computed only the positions the runner kept
+(it removes the rejected ones' cells), so cell accounting stays exact.
+
 Contract (vLLM v1 style): ``add_request`` → ``schedule`` → (runner executes the output's
 frees, copies and chunks) → ``update`` → ``finish`` when the engine decides a request is done.
 """
@@ -25,7 +31,8 @@ frees, copies and chunks) → ``update`` → ``finish`` when the engine decides 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from hearth.engine.prefix_cache import CacheEntry, PrefixCache
 from hearth.engine.request import AdapterSet, Request, RequestStatus
@@ -55,6 +62,7 @@ class ScheduledChunk:
     tokens: list[int]
     start_pos: int
     sample: bool  # the chunk reaches the request's last token: sample the next one
+    draft: int = 0  # the last ``draft`` tokens are a draft to verify (logits at every one)
 
 
 @dataclass(frozen=True)
@@ -110,21 +118,27 @@ class Scheduler:
             # Not preempted earlier in this loop, and computed with this step's adapters.
             if request.status == RequestStatus.RUNNING and request.adapters == adapters:
                 self._schedule_running(request, step)
+        self._add_drafts(step)
         while step.budget > 0 and self.waiting and self._try_admit(step):
             pass
         return SchedulerOutput(step.chunks, step.frees, step.copies, adapters)
 
-    def update(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
-        """Record computed tokens and sampled ones; return the requests that got a new token."""
+    def update(
+        self, output: SchedulerOutput, sampled: Mapping[int, int | Sequence[int]]
+    ) -> list[Request]:
+        """Record computed tokens and sampled ones (one token, or the tokens a verified draft
+        emitted); return the requests that got new tokens."""
         advanced = []
         for chunk in output.chunks:
             request = chunk.request
             if request.status != RequestStatus.RUNNING:  # aborted while the step ran
                 continue
-            request.num_computed_tokens += len(chunk.tokens)
-            token = sampled.get(request.request_id)
-            if token is not None:
-                request.output_tokens.append(token)
+            found = sampled.get(request.request_id)
+            tokens = [] if found is None else [found] if isinstance(found, int) else list(found)
+            # A verified draft keeps the last token's cell and those of the accepted drafts.
+            request.num_computed_tokens += len(tokens) if chunk.draft else len(chunk.tokens)
+            if tokens:
+                request.output_tokens.extend(tokens)
                 advanced.append(request)
         return advanced
 
@@ -188,6 +202,22 @@ class Scheduler:
             self._preempt(request, step)
             return
         step.add(_chunk(request, need))
+
+    def _add_drafts(self, step: _Step) -> None:
+        """Extend decoding chunks with their requests' drafts, with what budget and free cells
+        are left (each request's draft is cut to fit; nothing is evicted for a draft)."""
+        for i, chunk in enumerate(step.chunks):
+            request = chunk.request
+            draft, request.draft = request.draft, []
+            if not draft or not chunk.sample or len(chunk.tokens) != 1:
+                continue
+            room = self.config.max_context - request.num_tokens - 1
+            k = min(len(draft), step.budget, step.free_cells, room)
+            if k <= 0:
+                continue
+            step.chunks[i] = replace(chunk, tokens=chunk.tokens + draft[:k], draft=k)
+            step.budget -= k
+            step.free_cells -= k
 
     def _make_room(self, for_request: Request, step: _Step) -> bool:
         """Free cells: cached prefixes first, then the newest running request."""

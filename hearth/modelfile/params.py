@@ -29,6 +29,10 @@ SAMPLING = {
     "seed": "seed",
     "num_predict": "max_tokens",
     "stop": "stop",
+    # Speculative decoding (docs/SPECULATIVE.md): ngram | off | draft:<model>, and llama-server's
+    # --draft-max.
+    "speculative": "speculative",
+    "draft_max": "draft_max",
 }
 LOAD = frozenset({"num_ctx"})
 IGNORED = frozenset(
@@ -49,7 +53,9 @@ IGNORED = frozenset(
         "tfs_z",
     }
 )
-_INTEGERS = frozenset({"top_k", "repeat_last_n", "seed", "num_predict", "num_ctx", "num_keep"})
+_INTEGERS = frozenset(
+    {"top_k", "repeat_last_n", "seed", "num_predict", "num_ctx", "num_keep", "draft_max"}
+)
 _INTEGERS |= {"num_gpu", "main_gpu", "num_thread", "num_batch", "mirostat"}
 _BOOLEANS = frozenset({"use_mmap", "use_mlock", "numa", "low_vram", "penalize_newline"})
 MAX_CONTEXT = 1 << 20
@@ -62,7 +68,7 @@ def known_names() -> str:
 def parse_value(name: str, raw: str) -> Any:
     """One ``PARAMETER name value`` of a Modelfile, typed (stop stays a string)."""
     _check_name(name)
-    if name == "stop":
+    if name in ("stop", "speculative"):
         return raw
     if name in _BOOLEANS:
         if raw.lower() not in ("true", "false"):
@@ -104,8 +110,21 @@ def sampling_defaults(parameters: Mapping[str, Any]) -> dict[str, Any]:
     defaults = {SAMPLING[name]: value for name, value in parameters.items() if name in SAMPLING}
     if defaults.get("max_tokens") in (-1, -2):  # Ollama: no limit / fill the context
         defaults["max_tokens"] = None
+    if draft_model_name(parameters) is not None:
+        defaults["speculative"] = "draft"
     SamplingParams.from_mapping(defaults)
     return defaults
+
+
+def draft_model_name(parameters: Mapping[str, Any]) -> str | None:
+    """The draft model of ``PARAMETER speculative draft:<model>``, if the model names one."""
+    value = parameters.get("speculative")
+    if not isinstance(value, str) or not value.startswith("draft:"):
+        return None
+    name = value.removeprefix("draft:").strip()
+    if not name:
+        raise ValidationError("speculative", value, "name the draft model: draft:<model>")
+    return name
 
 
 def context_length(parameters: Mapping[str, Any]) -> int | None:

@@ -49,7 +49,9 @@ class Found:
 
 
 @dataclass(frozen=True)
-class _Detector:
+class Detector:
+    """One pattern of a PII kind and the check its matches must pass."""
+
     kind: str
     pattern: regex.Pattern[str]
     valid: Callable[[str], bool]
@@ -112,8 +114,8 @@ def _high_entropy(candidate: str) -> bool:
 
 _IPV4_PART = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 
-_DETECTORS: tuple[_Detector, ...] = (
-    _Detector(
+_DETECTORS: tuple[Detector, ...] = (
+    Detector(
         "secret",
         regex.compile(
             r"(?<![\w-])(?:sk-[A-Za-z0-9_-]{20,200}|(?:AKIA|ASIA)[0-9A-Z]{16}"
@@ -123,7 +125,7 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         _always,
     ),
-    _Detector(
+    Detector(
         "email",
         regex.compile(
             r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,6}"
@@ -131,24 +133,24 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         _always,
     ),
-    _Detector(
+    Detector(
         "iban",
         regex.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?!\w)"),
         iban_valid,
     ),
-    _Detector(
+    Detector(
         "card",
         regex.compile(  # 4-4-4-(1..7) groups, or American Express's 4-6-5; one separator kind
             r"(?<![\d-])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -]?)\d{6}\2\d{5})(?![\d-])"
         ),
         luhn_valid,
     ),
-    _Detector(  # US Social Security number, dashed
+    Detector(  # US Social Security number, dashed
         "national_id",
         regex.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])"),
         _always,
     ),
-    _Detector(  # UK National Insurance number
+    Detector(  # UK National Insurance number
         "national_id",
         regex.compile(
             r"(?<!\w)(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
@@ -156,17 +158,17 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         _always,
     ),
-    _Detector(
+    Detector(
         "ip",
         regex.compile(rf"(?<![\w.])(?:{_IPV4_PART}\.){{3}}{_IPV4_PART}(?![\w.]|\.\d)"),
         _always,
     ),
-    _Detector(
+    Detector(
         "ip",
         regex.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
         _ipv6_valid,
     ),
-    _Detector(
+    Detector(
         "phone",
         regex.compile(
             r"(?<![\w+])(?:\+\d{1,3}[ -]?)?(?:\(\d{1,4}\)[ -]?)?"
@@ -175,19 +177,22 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         _phone_valid,
     ),
-    _Detector(
+    Detector(
         "secret", regex.compile(r"(?<![\w+/-])[A-Za-z0-9+/_-]{32,256}+(?![\w+/-])"), _high_entropy
     ),
 )
+
+
+def detectors(kinds: frozenset[str] | None = None) -> list[Detector]:
+    """The detectors of the chosen ``kinds`` (all when None), in a fixed order."""
+    return [d for d in _DETECTORS if kinds is None or d.kind in kinds]
 
 
 def find_pii(text: str, kinds: frozenset[str] | None = None) -> list[Found]:
     """Every detected span of the chosen ``kinds`` (all when None), in text order; spans of
     different detectors may overlap (the pipeline merges them)."""
     found = []
-    for detector in _DETECTORS:
-        if kinds is not None and detector.kind not in kinds:
-            continue
+    for detector in detectors(kinds):
         for match in detector.pattern.finditer(text):
             if detector.valid(match.group()):
                 found.append(Found(detector.kind, match.start(), match.end()))

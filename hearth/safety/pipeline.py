@@ -10,7 +10,8 @@ as it streams out of it, every decision audited.
 - ``gate.outputs(stream_outputs(...))`` around the engine's outputs: the same
   :class:`~hearth.engine.request.RequestOutput` stream, with text held back by the window,
   redacted, and, when a block rule fires, cut: the last output is ``finished`` with
-  ``finish_reason="content_filter"`` and closing the engine's stream aborts the generation.
+  ``finish_reason="content_filter"``, and ContentFilteredError thrown into the engine's
+  stream aborts the generation (the usage log records it with status ``filtered``).
 
 A gate with nothing to check returns the inputs and the stream untouched.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import RequestOutput
@@ -139,10 +140,12 @@ class Gate:
                 async for output in outputs:
                     step = stream.feed(output.text, final=output.finished)
                     if step.blocked is not None:
+                        await _stop(outputs, step.blocked.rule)
                         yield _cut(output, step.text)
                         return
                     answer.append(output.text)
                     if output.finished and not await self._answer_safe(answer, decisions):
+                        await _stop(outputs, "classifier")
                         yield _cut(output, "")
                         return
                     if step.text or output.finished:
@@ -190,6 +193,13 @@ class Gate:
                     count=count,
                 )
             )
+
+
+async def _stop(outputs: AsyncGenerator[RequestOutput, None], rule: str) -> None:
+    """End the engine's stream with ContentFilteredError thrown in where it waits, so that it
+    aborts the generation and records the request as ``filtered`` (not as a client abort)."""
+    with suppress(ContentFilteredError, StopAsyncIteration):
+        await outputs.athrow(ContentFilteredError(rule, "output"))
 
 
 def _cut(output: RequestOutput, text: str) -> RequestOutput:

@@ -3,7 +3,7 @@ into one compiled :class:`Policy` per (key, model).
 
 ```toml
 [safety]
-hold_back = 64                # characters a stream holds back (default 64)
+hold_back = 64                # bound on what a stream holds back (default 64)
 regex_timeout_ms = 50         # time limit of one rule on one scan (default 50)
 
 [safety.default]              # every request

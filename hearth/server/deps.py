@@ -18,7 +18,7 @@ from hearth.engine.llm import ModelView
 from hearth.engine.manager import ModelManager
 from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
-from hearth.errors import HearthError
+from hearth.errors import ContentFilteredError, HearthError
 from hearth.safety import Gate, SafetyService
 from hearth.server.auth import check_model, key_name
 from hearth.server.embedders import EmbedderPool
@@ -166,6 +166,7 @@ async def stream_outputs(
     request.notify = notify
     finished: RequestOutput | None = None
     error: BaseException | None = None
+    filtered = False
     try:
         while finished is None:
             ready.clear()  # before draining, so an output queued meanwhile sets it again
@@ -182,12 +183,15 @@ async def stream_outputs(
                 if observation is not None:
                     observation.output(request.timings.queued)
                 yield output
+    except ContentFilteredError:  # the safety gate stopped the answer (thrown in at a yield)
+        filtered = True
     finally:
         request.notify = None
         if finished is None:
             generation.abort()
         if observation is not None:
-            observation.done(request, _status(finished, error), str(error) if error else None)
+            status = "filtered" if filtered else _status(finished, error)
+            observation.done(request, status, str(error) if error else None)
 
 
 def _status(finished: RequestOutput | None, error: BaseException | None) -> str:

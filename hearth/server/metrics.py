@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hearth.engine.engine import EngineStats
@@ -105,6 +105,15 @@ class _EngineCollector(Collector):
             for name, snapshot in stats:
                 family.add_metric([name], float(read(snapshot)))
             yield family
+        speculation: dict[str, tuple[str, Callable[[EngineStats], int]]] = {
+            "speculative_draft_tokens": ("Draft tokens verified", lambda s: s.draft_tokens),
+            "speculative_accepted_tokens": ("Draft tokens accepted", lambda s: s.accepted_tokens),
+        }
+        for key, (help_text, read) in speculation.items():
+            counter = CounterMetricFamily(f"hearth_{key}", help_text, labels=["model"])
+            for name, snapshot in stats:
+                counter.add_metric([name], float(read(snapshot)))
+            yield counter
         memory = GaugeMetricFamily(
             "hearth_model_memory_bytes", "Estimated memory of each loaded model", labels=["model"]
         )

@@ -25,7 +25,7 @@ from hearth.db import Base, Sessions, UTCDateTime, utcnow
 from hearth.errors import ValidationError
 from hearth.writer import BackgroundWriter
 
-UsageStatus = Literal["ok", "error", "aborted"]
+UsageStatus = Literal["ok", "error", "aborted", "filtered"]  # filtered: a safety rule stopped it
 GroupBy = Literal["key", "model"]
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class UsageRow:
     cached_tokens: int
     mean_ttft_ms: float | None
     mean_duration_ms: float
+    filtered: int = 0  # answers a safety rule stopped (finish reason content_filter)
 
     @property
     def total_tokens(self) -> int:
@@ -140,6 +141,7 @@ class UsageLog(BackgroundWriter[UsageRecord]):
             func.coalesce(func.sum(table.cached_tokens), 0),
             func.avg(table.ttft_ms),
             func.avg(table.duration_ms),
+            _count_where(table.status == "filtered"),
         ).group_by(column)
         if since is not None:
             query = query.where(table.created >= since)
@@ -167,7 +169,7 @@ def _count_where(condition: Any) -> Any:
 
 
 def _usage_row(values: Sequence[Any]) -> UsageRow:
-    group, requests, errors, aborted, prompt, completion, cached, ttft, duration = values
+    group, requests, errors, aborted, prompt, completion, cached, ttft, duration, filtered = values
     return UsageRow(
         group=group,
         requests=int(requests),
@@ -178,4 +180,5 @@ def _usage_row(values: Sequence[Any]) -> UsageRow:
         cached_tokens=int(cached),
         mean_ttft_ms=None if ttft is None else float(ttft),
         mean_duration_ms=float(duration or 0.0),
+        filtered=int(filtered),
     )

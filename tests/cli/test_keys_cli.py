@@ -105,11 +105,13 @@ def test_usage_by_key_and_model(hearth_home: Path) -> None:
     code, stdout, _ = hearth("usage")
     assert code == 0
     lines = stdout.splitlines()
-    assert lines[0].split() == ["KEY", "REQUESTS", "ERRORS", "ABORTED", "PROMPT", "COMPLETION",
-                                "CACHED", "TOTAL", "TTFT", "MS", "TIME", "MS"]  # fmt: skip
-    assert lines[1].split() == ["app-1", "2", "1", "0", "2,000", "50", "0", "2,050", "12", "250"]
-    assert lines[2].split() == ["(no", "key)", "1", "0", "0", "1,000", "10", "0", "1,010", "12",
+    assert lines[0].split() == ["KEY", "REQUESTS", "ERRORS", "ABORTED", "FILTERED", "PROMPT",
+                                "COMPLETION", "CACHED", "TOTAL", "TTFT", "MS", "TIME",
+                                "MS"]  # fmt: skip
+    assert lines[1].split() == ["app-1", "2", "1", "0", "0", "2,000", "50", "0", "2,050", "12",
                                 "250"]  # fmt: skip
+    assert lines[2].split() == ["(no", "key)", "1", "0", "0", "0", "1,000", "10", "0", "1,010",
+                                "12", "250"]  # fmt: skip
 
     code, stdout, _ = hearth("usage", "--by", "model", "--since", "1h")
     assert code == 0

@@ -38,6 +38,7 @@ def test_buckets_count_requests_tokens_errors_and_throughput() -> None:
         "requests": 3,
         "errors": 1,
         "aborted": 0,
+        "filtered": 0,
         "prompt_tokens": 15,
         "completion_tokens": 170,
     }

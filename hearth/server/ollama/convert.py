@@ -104,7 +104,8 @@ def _arguments(parts: list[str]) -> dict[str, Any]:
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        log.warning("a tool call's arguments are not a JSON object: %.200s", text)
+        # The length, never the text: model output stays out of the logs.
+        log.warning("a tool call's arguments (%d characters) are not a JSON object", len(text))
         return {}
     return value
 

@@ -26,6 +26,9 @@ class Options(_Wire):
     seed: int | None = None
     num_predict: int | None = None
     stop: list[str] | None = None
+    # Hearth's extension (docs/SPECULATIVE.md): speed only, the answer stays the same.
+    speculative: Literal["ngram", "draft", "off"] | None = None
+    draft_max: int | None = Field(default=None, ge=1, le=64)
 
 
 class GenerateRequest(_Wire):

@@ -67,6 +67,7 @@ def _params(
             "logit_bias": body.logit_bias or {},
             "logprobs": logprobs,
             "grammar": grammar,
+            **_speculative(body),
         }
     )
     return params.chosen(_chosen(body, max_tokens))
@@ -87,8 +88,18 @@ def _chosen(
         "stop": body.stop,
         "seed": body.seed,
         "max_tokens": max_tokens,
+        **_speculative(body),
     }
     return _ALWAYS_CHOSEN | {name for name, value in given.items() if value is not None}
+
+
+def _speculative(body: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
+    """The ``speculative`` extension as SamplingParams fields (those the request set)."""
+    options = body.speculative
+    if options is None:
+        return {}
+    chosen = {"speculative": options.method, "draft_max": options.max_draft}
+    return {name: value for name, value in chosen.items() if value is not None}
 
 
 def tools_for_template(body: ChatCompletionRequest) -> list[dict[str, Any]] | None:

@@ -84,6 +84,13 @@ class ChatMessageIn(_Wire):
         )
 
 
+class SpeculativeOptions(_Wire):
+    """Hearth's extension (docs/SPECULATIVE.md): speed only, the answer stays the same."""
+
+    method: Literal["ngram", "draft", "off"] | None = None
+    max_draft: int | None = Field(default=None, ge=1, le=64)
+
+
 class _Sampling(_Wire):
     model: str = Field(min_length=1, max_length=300)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -98,6 +105,7 @@ class _Sampling(_Wire):
     logit_bias: dict[str, float] | None = None
     seed: int | None = Field(default=None, ge=0, le=2**32 - 2)
     user: str | None = None
+    speculative: SpeculativeOptions | None = None
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

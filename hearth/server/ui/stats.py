@@ -93,6 +93,7 @@ def overview(
             "requests": len(points),
             "errors": sum(p.status == "error" for p in points),
             "aborted": sum(p.status == "aborted" for p in points),
+            "filtered": sum(p.status == "filtered" for p in points),  # stopped by a safety rule
             "prompt_tokens": sum(p.prompt_tokens for p in points),
             "completion_tokens": sum(p.completion_tokens for p in points),
         },

@@ -77,6 +77,7 @@ async function loadOverview() {
     ["Completion tokens", number(t.completion_tokens)],
     ["Errors", number(t.errors)],
     ["Aborted", number(t.aborted)],
+    ["Filtered", number(t.filtered)],
     ["Latency p50", l.p50 === null ? "-" : `${number(l.p50)} ms`],
     ["Latency p95", l.p95 === null ? "-" : `${number(l.p95)} ms`],
     ["First token p50", l.ttft_p50 === null ? "-" : `${number(l.ttft_p50)} ms`],

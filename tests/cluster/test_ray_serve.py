@@ -199,6 +199,13 @@ def test_killed_replica_loses_no_request_that_had_not_streamed(
     pids = {r["replica"]: r["pid"] for r in hearth_cluster.ready_replicas()}
     prompts = [f"failover {i}: {'xyzw'[i % 4] * (5 + i)}" for i in range(12)]
 
+    def replica_with_waiting() -> str:
+        while True:  # the status board is refreshed every 2 s
+            for replica in hearth_cluster.ready_replicas():
+                if replica["waiting"] > 0 and replica["running"] > 0:
+                    return str(replica["replica"])
+            time.sleep(0.3)
+
     async def scenario() -> tuple[str, list[StreamResult]]:
         started: asyncio.Queue[str] = asyncio.Queue()
         async with httpx.AsyncClient(base_url=hearth_cluster.url, timeout=STREAM_TIMEOUT) as c:
@@ -206,8 +213,10 @@ def test_killed_replica_loses_no_request_that_had_not_streamed(
                 asyncio.create_task(stream_completion(c, prompt, 400, started))
                 for prompt in prompts
             ]
-            victim = await asyncio.wait_for(started.get(), STREAM_TIMEOUT)
-            os.kill(pids[victim], signal.SIGKILL)  # mid-load: streaming, and queued requests
+            await asyncio.wait_for(started.get(), STREAM_TIMEOUT)
+            # A replica both decoding and with requests waiting: those must move elsewhere.
+            victim = await asyncio.wait_for(asyncio.to_thread(replica_with_waiting), 60)
+            os.kill(pids[victim], signal.SIGKILL)
             results = await asyncio.wait_for(asyncio.gather(*tasks), STREAM_TIMEOUT)
         return victim, results
 
@@ -234,6 +243,7 @@ def test_quotas_hold_across_replicas(hearth_cluster: HearthCluster) -> None:
     """A key limited to 4 requests a minute gets 4 answers in all, not 4 per replica: the
     replicas count on the shared quota counters (HEARTH_SHARED_QUOTAS, set by the cluster).
     Last in the module: once a key exists, every request needs one."""
+    hearth_cluster.wait_ready(2)  # both asked: a replica killed earlier has been replaced
     engine = create_database_engine(hearth_cluster.database_url)
     try:
         key = KeyStore(engine).create("app", models=None, expires=None, limits=Limits(rpm=4))

@@ -199,13 +199,6 @@ def test_killed_replica_loses_no_request_that_had_not_streamed(
     pids = {r["replica"]: r["pid"] for r in hearth_cluster.ready_replicas()}
     prompts = [f"failover {i}: {'xyzw'[i % 4] * (5 + i)}" for i in range(12)]
 
-    def replica_with_waiting() -> str:
-        while True:  # the status board is refreshed every 2 s
-            for replica in hearth_cluster.ready_replicas():
-                if replica["waiting"] > 0 and replica["running"] > 0:
-                    return str(replica["replica"])
-            time.sleep(0.3)
-
     async def scenario() -> tuple[str, list[StreamResult]]:
         started: asyncio.Queue[str] = asyncio.Queue()
         async with httpx.AsyncClient(base_url=hearth_cluster.url, timeout=STREAM_TIMEOUT) as c:
@@ -213,9 +206,11 @@ def test_killed_replica_loses_no_request_that_had_not_streamed(
                 asyncio.create_task(stream_completion(c, prompt, 400, started))
                 for prompt in prompts
             ]
-            await asyncio.wait_for(started.get(), STREAM_TIMEOUT)
-            # A replica both decoding and with requests waiting: those must move elsewhere.
-            victim = await asyncio.wait_for(asyncio.to_thread(replica_with_waiting), 60)
+            victim = await asyncio.wait_for(started.get(), STREAM_TIMEOUT)
+            # Frozen at once, so the requests routed to it are still there, half of them
+            # streaming and the rest waiting; then killed mid-load.
+            os.kill(pids[victim], signal.SIGSTOP)
+            await asyncio.sleep(1)
             os.kill(pids[victim], signal.SIGKILL)
             results = await asyncio.wait_for(asyncio.gather(*tasks), STREAM_TIMEOUT)
         return victim, results

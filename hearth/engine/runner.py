@@ -607,17 +607,23 @@ def _load_adapters(
     model: llama_cpp.llama_model_p, paths: list[Path]
 ) -> dict[Path, llama_cpp.llama_adapter_lora_p]:
     """Load LoRA adapters on ``model``; on a failure free those loaded here and raise."""
+    from hearth.store.gguf_check import check_gguf  # as _load_model: no unchecked header
+
     loaded: dict[Path, llama_cpp.llama_adapter_lora_p] = {}
-    for path in paths:
-        adapter = llama_cpp.llama_adapter_lora_init(model, str(path).encode())
-        if not adapter:
-            for done in loaded.values():
-                llama_cpp.llama_adapter_lora_free(done)
-            raise ModelLoadError(
-                f"llama.cpp could not load the LoRA adapter {path.name}: it is not a LoRA GGUF "
-                "or was made for another model"
-            )
-        loaded[path] = cast("llama_cpp.llama_adapter_lora_p", adapter)
+    try:
+        for path in paths:
+            check_gguf(path)
+            adapter = llama_cpp.llama_adapter_lora_init(model, str(path).encode())
+            if not adapter:
+                raise ModelLoadError(
+                    f"llama.cpp could not load the LoRA adapter {path.name}: it is not a LoRA "
+                    "GGUF or was made for another model"
+                )
+            loaded[path] = cast("llama_cpp.llama_adapter_lora_p", adapter)
+    except BaseException:
+        for done in loaded.values():
+            llama_cpp.llama_adapter_lora_free(done)
+        raise
     return loaded
 
 

@@ -13,6 +13,7 @@ import asyncio
 from fastapi import Request
 
 from hearth.errors import PermissionDeniedError
+from hearth.server import tenancy
 from hearth.server.keys import KeyInfo, KeyStore
 from hearth.server.quotas import admit
 
@@ -38,6 +39,7 @@ async def authenticate(request: Request) -> None:
     if not await _keys_required(request, keys):
         return
     request.state.key = await asyncio.to_thread(keys.verify, presented_secret(request))
+    tenancy.enter(request.state.key)  # its own prefix cache
     await admit(request, request.state.key)  # rate limits, quotas, budgets (429)
 
 

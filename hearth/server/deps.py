@@ -20,6 +20,7 @@ from hearth.engine.request import Request as EngineRequest
 from hearth.engine.request import RequestOutput
 from hearth.errors import ContentFilteredError, HearthError
 from hearth.safety import Gate, SafetyService
+from hearth.server import tenancy
 from hearth.server.auth import check_model, key_name
 from hearth.server.embedders import EmbedderPool
 from hearth.server.licenses_api import check_license
@@ -85,7 +86,8 @@ async def lease_and_start(
     stack = AsyncExitStack()
     try:
         llm = await stack.enter_async_context(model_lease(manager, name, keep_alive))
-        return stack, llm, start(metered(llm, stack, name))  # quota reserved before the engine
+        view = metered(tenancy.isolated(llm), stack, name)  # quota reserved before the engine
+        return stack, llm, start(view)
     except BaseException:
         await stack.aclose()
         raise

@@ -8,6 +8,7 @@ requests from any thread and read their outputs from the request's own queue, th
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -20,9 +21,16 @@ from hearth.engine.request import AdapterSet, Request, RequestOutput, RequestSta
 from hearth.engine.sampling import MAX_SEED, SamplingParams
 from hearth.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from hearth.engine.speculative import Drafter, NgramDrafter, SpeculationGate, SpeculativeConfig
-from hearth.errors import ContextOverflowError, EngineOverloadedError, ValidationError
+from hearth.errors import (
+    ContextOverflowError,
+    EngineError,
+    EngineOverloadedError,
+    ValidationError,
+)
 
 MAX_N = 16  # completions per request
+
+log = logging.getLogger(__name__)
 
 
 class TokenDecoder(Protocol):
@@ -204,6 +212,11 @@ class Engine:
         for request in [*self.scheduler.running, *self.scheduler.waiting]:
             self._finish(request, RequestStatus.FINISHED_ERROR, "", error)
 
+    def fail_request(self, request: Request, error: BaseException) -> None:
+        """``request`` never reached the scheduler (its engine is gone): end it with ``error``."""
+        self.add_request(request)
+        self._finish(request, RequestStatus.FINISHED_ERROR, "", error)
+
     def _emit(self, request: Request, count: int) -> None:
         """Pass the request's ``count`` new tokens through the finish checks one at a time, as
         if they had come one per step; cut the rest off where the request finishes, and send
@@ -372,6 +385,8 @@ class EngineThread:
         self._inbox: queue.SimpleQueue[_Submit | _Abort] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = False
+        self._death: BaseException | None = None  # what ended the thread, if not close()
+        self._send_lock = threading.Lock()  # a submit never lands in a dead thread's inbox
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -478,8 +493,18 @@ class EngineThread:
         self.engine.runner.close()
 
     def _send(self, command: _Submit | _Abort) -> None:
-        self._inbox.put(command)
+        with self._send_lock:
+            if self._death is not None:
+                if isinstance(command, _Submit):
+                    self.engine.fail_request(command.request, self._stopped_error())
+                return
+            self._inbox.put(command)
         self._wake.set()
+
+    def _stopped_error(self) -> EngineError:
+        return EngineError(
+            f"the model's engine stopped ({self._death!r}); it is reloaded on the next request"
+        )
 
     def _loop(self) -> None:
         while not self._stopping:
@@ -492,8 +517,18 @@ class EngineThread:
                 self.engine.step()
             except Exception as error:
                 self.engine.fail_all(error)
+            except BaseException as error:  # the thread ends: fail everything, queued or not
+                log.critical("engine thread %s stopped: %r", self._thread.name, error)
+                self._die(error)
+                return
         self._drain_inbox()
         self.engine.fail_all(RuntimeError("engine closed"))
+
+    def _die(self, error: BaseException) -> None:
+        with self._send_lock:  # later submits fail in _send, under the same lock
+            self._death = error
+            self._drain_inbox()
+            self.engine.fail_all(self._stopped_error())
 
     def _drain_inbox(self) -> None:
         while not self._inbox.empty():

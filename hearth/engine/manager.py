@@ -291,6 +291,7 @@ class ModelManager:
                 raise EngineError("the model manager is closed")
             now = self._clock()
             self._unload_expired(now)
+            self._drop_dead((model.model_path, config))
             found = self._current(model, (model.model_path, config))
             must_open = found is None
             must_load = False
@@ -302,6 +303,17 @@ class ModelManager:
             entry.last_used = now
             entry.keep_alive = seconds
             return _CheckOut(slot, entry, must_open, must_load)
+
+    def _drop_dead(self, key: tuple[Path, EngineConfig]) -> None:
+        """Unload a base whose engine thread has died, so this request loads it afresh; while
+        its failed requests still hold it, refuse (they end at once, so a retry succeeds)."""
+        slot = self._slots.get(key)
+        if slot is None or slot.base is None or slot.base.alive:
+            return
+        if any(entry.busy for entry in slot.entries.values()):
+            raise EngineError(f"the engine of {slot.label} stopped and is reloading; retry")
+        log.warning("the engine of %s stopped; loading it again", slot.label)
+        self._unload(slot)
 
     def _current(
         self, model: LocalModel, key: tuple[Path, EngineConfig]

@@ -405,3 +405,35 @@ def test_reserved_memory_counts_against_the_budget(
     manager.unreserve("minilm (embeddings)")
     use(manager, "tiny-a")
     assert set(loaded_names(manager)) == {"tiny-a:latest", "tiny-c:latest"}
+
+
+class EngineKilled(BaseException):
+    """Not an Exception: it ends the engine thread, as a fatal error inside a step would."""
+
+
+def test_a_dead_engine_fails_its_requests_fast_and_reloads(
+    manager: ModelManager, loader: CountingLoader
+) -> None:
+    params = SamplingParams(temperature=0, max_tokens=4)
+    with manager.acquire("tiny-a") as llm:
+        thread = llm.base.thread
+
+        def killed(output: object) -> dict[int, list[int]]:
+            raise EngineKilled
+
+        thread.engine.runner.execute = killed  # type: ignore[method-assign]
+        with pytest.raises(EngineError, match="stopped"):
+            llm.complete("hi", params).text()  # in flight when the thread died
+        deadline = time.monotonic() + 10
+        while llm.base.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not llm.base.alive
+        assert manager.dead_engines() == ["tiny-a:latest"]  # readiness turns 503
+        with pytest.raises(EngineError, match="reloaded on the next request"):
+            llm.complete("hi", params).text()  # submitted after: fails at once, never hangs
+        with pytest.raises(EngineError, match="reloading"):
+            manager.acquire("tiny-a").__enter__()  # its failed requests still hold it
+
+    use(manager, "tiny-a")  # loaded afresh
+    assert len(loader.loads) == 2
+    assert manager.dead_engines() == []

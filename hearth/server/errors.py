@@ -155,6 +155,17 @@ def install_error_handlers(app: FastAPI) -> None:
             400, message, type_="invalid_request_error", param=param, code="invalid_value"
         )
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # A bug, not the client's fault: the traceback goes to the log (Starlette re-raises
+        # after this), the client gets its API's error object, never the exception's text.
+        message = "the server hit an unexpected error; its log has the details"
+        if _is_ollama(request):
+            return ollama_error(500, message)
+        if is_anthropic_path(request.url.path):
+            return anthropic_error(500, message)
+        return openai_error(500, message, type_="server_error")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         if _is_ollama(request):

@@ -39,7 +39,7 @@ class SpeculativeConfig:
     draft_max: int = 8  # draft tokens per request per step
     draft_min: int = 1  # a shorter draft is not worth verifying
     ngram_max: int = 3  # prompt lookup tries the last ngram_max tokens first ...
-    ngram_min: int = 1  # ... down to ngram_min
+    ngram_min: int = 2  # ... down to ngram_min (one-token matches mostly mispredict prose)
     max_running: int = 4  # a step with more running requests drafts nothing (compute-bound)
     min_acceptance: float = 0.5  # accepted / drafted over the window; below it: back off
     window: int = 4  # verifications the acceptance rate is measured over
@@ -133,7 +133,7 @@ class NgramDrafter:
 class SpeculationGate:
     """One request's on/off switch and draft length: after a window whose acceptance rate is
     under ``min_acceptance`` the request skips drafting for ``backoff`` steps, and the back-off
-    doubles (up to ``max_backoff``) each time it fails again; a good window resets it. The draft
+    doubles (up to ``max_backoff``) each time it fails again; a good window halves it. The draft
     length (``length``) falls to one more than the accepted run after a rejection and doubles
     after each fully accepted draft (up to ``draft_max``), so a failing draft is a short one."""
 
@@ -171,5 +171,5 @@ class SpeculationGate:
             self.cooldown = self.backoff
             self.backoff = min(self.backoff * 2, self.config.max_backoff)
             self._window.clear()  # the next attempt is judged on its own
-        else:
-            self.backoff = 1
+        else:  # one good window halves the back-off: a lucky draft does not undo it all
+            self.backoff = max(1, self.backoff // 2)

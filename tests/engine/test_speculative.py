@@ -67,9 +67,11 @@ def test_prompt_lookup_indexes_incrementally_like_from_scratch() -> None:
 def test_ngram_drafter_keeps_one_index_per_request() -> None:
     drafter = NgramDrafter(SpeculativeConfig())
     a = Request(prompt_tokens=[1, 2, 3, 1, 2], params=SamplingParams(temperature=0))
-    b = Request(prompt_tokens=[7, 8, 7], params=SamplingParams(temperature=0))
-    drafts = drafter.propose([(a, 2), (b, 5)])
-    assert drafts == {a.request_id: [3, 1], b.request_id: [8, 7]}
+    b = Request(prompt_tokens=[7, 8, 9, 7, 8], params=SamplingParams(temperature=0))
+    c = Request(prompt_tokens=[7, 8, 7], params=SamplingParams(temperature=0))
+    drafts = drafter.propose([(a, 2), (b, 5), (c, 5)])
+    # c's only match is one token long: too weak a signal to draft on (ngram_min 2)
+    assert drafts == {a.request_id: [3, 1], b.request_id: [9, 7, 8], c.request_id: []}
     drafter.release(a)
     drafter.release(a)  # twice is harmless
 
@@ -96,7 +98,8 @@ def test_gate_stays_open_while_drafts_pay_and_recovers_after_a_bad_patch() -> No
         gate.record(drafted=8, accepted=0)
     assert not gate.ready()  # the window's rate fell under 25 %
     gate.record(drafted=8, accepted=8)
-    assert gate.backoff == 1 and gate.accepted == 20 * 6 + 8
+    assert gate.backoff == 2  # a good window halves the back-off (it had doubled to 4)
+    assert gate.accepted == 20 * 6 + 8
 
 
 def test_speculative_config_and_params_are_validated() -> None:

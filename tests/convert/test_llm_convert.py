@@ -24,7 +24,7 @@ import pytest
 from hearth.config import Settings
 from hearth.convert import SUPPORTED_ARCHITECTURES, OutType, convert_hf_to_gguf
 from hearth.convert.decoder import rope_settings
-from hearth.errors import ConversionError
+from hearth.errors import ConversionError, MalformedFileError
 from hearth.store import Store
 from tests.convert.llm_helpers import (
     CHAT_TEMPLATE,
@@ -342,7 +342,7 @@ def test_unsupported_rope_scaling_is_refused(
         convert_hf_to_gguf(folder, tmp_path / "out.gguf")
 
 
-def test_failure_while_writing_leaves_no_file(
+def test_truncated_weights_are_refused_before_anything_is_written(
     folders: Callable[[str], Path], tmp_path: Path
 ) -> None:
     folder = shutil.copytree(folders("qwen2"), tmp_path / "truncated")
@@ -351,8 +351,27 @@ def test_failure_while_writing_leaves_no_file(
     weights.write_bytes(data[: len(data) - 1000])  # the header is intact, the data is not
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(ConversionError):
+    with pytest.raises(MalformedFileError, match="runs past the end"):
         convert_hf_to_gguf(folder, out / "model.gguf")
+    assert list(out.iterdir()) == []
+
+
+def test_failure_while_writing_leaves_no_file(
+    folders: Callable[[str], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    written: list[int] = []
+
+    def fail_after_the_first_tensor(done: int, total: int) -> None:
+        written.append(done)
+        raise OSError("no space left on the device (injected)")
+
+    with pytest.raises(OSError, match="injected"):
+        convert_hf_to_gguf(
+            folders("qwen2"), out / "model.gguf", progress=fail_after_the_first_tensor
+        )
+    assert written and written[0] > 0  # it failed with tensor data already in the file
     assert list(out.iterdir()) == []
 
 

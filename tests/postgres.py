@@ -99,6 +99,25 @@ def start_cluster(bin_dir: Path) -> PostgresCluster:
     return cluster
 
 
+@contextmanager
+def throwaway_cluster() -> Iterator[str]:
+    """A PostgreSQL cluster for a ``with`` block: its superuser URL; pytest skips the test when
+    no server binaries are installed."""
+    import pytest
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/postgres):"
+            " run scripts/install_system_deps.sh (make setup-dev does)"
+        )
+    cluster = start_cluster(bin_dir)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

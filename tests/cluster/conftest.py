@@ -21,7 +21,7 @@ from hearth.config import Settings
 from hearth.devtools.tiny_gguf import write_tiny_gguf
 from hearth.store import Store
 from tests.cluster.ray_cluster import LocalRayCluster, free_port, start_local_cluster
-from tests.postgres import find_bin_dir, fresh_database, start_cluster
+from tests.postgres import fresh_database, throwaway_cluster
 
 MODEL = "tiny"
 READY_TIMEOUT = 150.0
@@ -61,18 +61,8 @@ class HearthCluster:
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.skip(
-            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/postgres):"
-            " run scripts/install_system_deps.sh (make setup-dev does)"
-        )
-    cluster = start_cluster(bin_dir)
-    try:
-        with fresh_database(cluster.url) as url:
-            yield url
-    finally:
-        cluster.stop()
+    with throwaway_cluster() as superuser_url, fresh_database(superuser_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -11,23 +11,14 @@ from sqlalchemy import Engine
 
 from hearth.config import Settings
 from hearth.db import Base, create_database_engine, open_database
-from tests.postgres import find_bin_dir, fresh_database, start_cluster
+from tests.postgres import fresh_database, throwaway_cluster
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster for the whole session (skips when none is installed)."""
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.skip(
-            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/postgres):"
-            " run scripts/install_system_deps.sh (make setup-dev does)"
-        )
-    cluster = start_cluster(bin_dir)
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
+    with throwaway_cluster() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
